@@ -1,0 +1,20 @@
+# Compiler warnings and sanitizers, applied through one interface target.
+add_library(v4ref_warnings INTERFACE)
+target_compile_options(v4ref_warnings INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+    -Wold-style-cast -Wcast-align -Woverloaded-virtual -Wimplicit-fallthrough
+    -Wnull-dereference -Wdouble-promotion -Wformat=2>
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${V4REF_WERROR}>>:-Werror>
+  $<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${V4REF_WERROR}>>:-Werror=all-warnings>)
+
+# The reference must be bit-reproducible: no contraction into FMA, no fast-math.
+add_library(v4ref_fp_strict INTERFACE)
+target_compile_options(v4ref_fp_strict INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-ffp-contract=off -fno-fast-math>)
+
+if(V4REF_SANITIZE)
+  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-fsanitize=address,undefined>
+                      $<$<COMPILE_LANGUAGE:CXX>:-fno-sanitize-recover=all>
+                      $<$<COMPILE_LANGUAGE:CXX>:-fno-omit-frame-pointer>)
+  add_link_options(-fsanitize=address,undefined)
+endif()
