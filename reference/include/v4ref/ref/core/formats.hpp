@@ -161,9 +161,12 @@ V4REF_HD inline double round_e4m3(double x, Saturation sat = Saturation::kSatFin
 inline constexpr double kE2m1Max = 6.0;
 
 // Nibble value table, index = 4-bit code (bit 3 = sign): v4-forward.md §1.5.
+// Computed from the fields rather than read from an array, so device code keeps it in
+// registers: e = 0 -> m·0.5, else (1 + m/2)·2^(e−1).
 V4REF_HD inline double e2m1_to_double(std::uint8_t nibble) {
-  constexpr double kMag[8] = {0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0};
-  const double v = kMag[nibble & 0x7];
+  const int e = (nibble >> 1) & 0x3;
+  const int m = nibble & 0x1;
+  const double v = e == 0 ? 0.5 * m : (2 + m) * pow2(e - 2);
   return (nibble & 0x8) ? -v : v;
 }
 
