@@ -8,7 +8,7 @@ if(NOT V4REF_CUDA STREQUAL "OFF")
   endif()
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
-    set(CMAKE_CUDA_ARCHITECTURES 90a)
+    set(CMAKE_CUDA_ARCHITECTURES 90a-real)  # SASS for sm_90a only (-gencode=arch=compute_90a,code=sm_90a)
     enable_language(CUDA)
     # CMake 3.25 does not know nvcc 13's C++20 flag; teach it, so C++20 targets that mix in
     # CUDA sources get -std=c++20.

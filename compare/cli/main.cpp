@@ -1,17 +1,33 @@
-// v4ref: command-line entry point. Subcommands register themselves in this file.
-#include <CLI/CLI.hpp>
+// v4ref: command-line entry point.
 #include <iostream>
 
+#include "commands.hpp"
 #include "v4ref/ref/core/error.hpp"
 
+namespace v4ref::cli {
+int& exit_code() {
+  static int code = 0;
+  return code;
+}
+}  // namespace v4ref::cli
+
 int main(int argc, char** argv) {
-  CLI::App app{"v4ref: reference implementation and verification suite for DeepSeek-V4"};
+  CLI::App app{"v4ref: reference implementation and numerical verification suite for DeepSeek-V4"};
   app.require_subcommand(1);
+  v4ref::cli::register_inspect(app);
+  v4ref::cli::register_make_checkpoint(app);
+  v4ref::cli::register_config(app);
+  v4ref::cli::register_cost(app);
   try {
-    CLI11_PARSE(app, argc, argv);
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
   } catch (const v4ref::Error& e) {
     std::cerr << "v4ref: error: " << e.what() << "\n";
     return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "v4ref: unexpected error: " << e.what() << "\n";
+    return 1;
   }
-  return 0;
+  return v4ref::cli::exit_code();
 }

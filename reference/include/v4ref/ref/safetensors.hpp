@@ -7,12 +7,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "v4ref/ref/core/dtype.hpp"
@@ -22,7 +24,8 @@ namespace v4ref {
 using Shape = std::vector<std::int64_t>;
 
 std::string shape_string(const Shape& s);       // "[2048, 4096]"
-std::int64_t shape_numel(const Shape& s);       // 1 for []
+// Product of the dims, 1 for []. ShapeError on a negative dim or on overflow of int64.
+std::int64_t shape_numel(const Shape& s);
 
 // One entry of a safetensors header.
 struct TensorInfo {
@@ -73,6 +76,8 @@ class TensorView {
 
   // Exact decode of element `flat` to double for BF16, F16, F32, F64, F8_E4M3, F8_E5M2,
   // F8_E8M0, U8, I8 (as signed), I32 and I64. I8 used as packed fp4 is decoded by dequant.hpp.
+  // NaN codes decode to NaN (callers reject them, dequant.hpp); an I64 value that double
+  // cannot hold exactly is a NumericError.
   double to_double(std::int64_t flat) const;
 
   // Checks with errors naming tensor and file: "expected [a, b], got [c, d]".
@@ -80,10 +85,22 @@ class TensorView {
   void require_dtype(DType expected) const;
 
  private:
+  // Throws Error naming the tensor unless elem_size == itemsize and 0 <= flat < numel.
+  void check_element(std::size_t elem_size, std::int64_t flat) const;
+
   std::shared_ptr<const MappedFile> file_;
   TensorInfo info_;
   std::span<const std::byte> bytes_;
 };
+
+template <class T>
+T TensorView::raw(std::int64_t flat) const {
+  static_assert(std::is_trivially_copyable_v<T>, "raw<T> needs a trivially copyable T");
+  check_element(sizeof(T), flat);
+  T v;
+  std::memcpy(&v, bytes_.data() + static_cast<std::size_t>(flat) * sizeof(T), sizeof(T));
+  return v;
+}
 
 // One .safetensors file, header validated on open: length field within the file and under a
 // 100 MB cap, JSON object, known dtypes, shapes non-negative, end − begin = numel × itemsize,
@@ -94,7 +111,8 @@ class SafetensorsFile {
   static SafetensorsFile open(const std::filesystem::path& path);
 
   const std::filesystem::path& path() const;
-  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
+  // Sorted by data offset (the order of the bytes in the file), ties by name.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
   bool contains(std::string_view name) const;
   TensorView tensor(std::string_view name) const;  // MissingTensor naming the file
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
@@ -111,8 +129,9 @@ class SafetensorsFile {
 // A checkpoint directory: model.safetensors.index.json plus shards, or a single
 // model.safetensors. Shards open lazily on first use. The index is checked against the shards
 // when a shard is opened (every tensor the index places in a shard must be there, and nothing
-// the index does not name); a shard named by the index but absent is a MissingTensor/IoError
-// naming it.
+// the index does not name, FormatError); a shard named by the index but absent is an IoError
+// naming the shard and the index, raised by open(). Shard file names containing "/", "\\" or
+// ".." are rejected (FormatError). Copies share the state; tensor() is thread-safe.
 class Checkpoint {
  public:
   static Checkpoint open(const std::filesystem::path& dir);
@@ -135,13 +154,15 @@ class Checkpoint {
 // multiple of 8 bytes, tensors in insertion order, packed without gaps.
 class SafetensorsWriter {
  public:
-  // ShapeError if data.size() != numel × itemsize; Error on a duplicate name.
+  // ShapeError if data.size() != numel × itemsize; Error on a duplicate, empty or
+  // "__metadata__" name.
   void add(const std::string& name, DType dtype, const Shape& shape, std::span<const std::byte> data);
   void set_metadata(const std::string& key, const std::string& value);
   std::uint64_t data_bytes() const { return data_.size(); }
   std::size_t size() const { return entries_.size(); }
   std::vector<std::string> names() const;
-  void write(const std::filesystem::path& path) const;  // IoError on failure
+  // Writes a temporary file beside `path`, then renames it over `path`. IoError on failure.
+  void write(const std::filesystem::path& path) const;
 
  private:
   std::vector<TensorInfo> entries_;
@@ -149,7 +170,8 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes model.safetensors.index.json: {"metadata": {"total_size": N}, "weight_map": {...}}.
+// Writes model.safetensors.index.json: {"metadata": {"total_size": N}, "weight_map": {...}},
+// pretty-printed, keys sorted; temporary file then rename. IoError on failure.
 void write_safetensors_index(const std::filesystem::path& dir,
                              const std::map<std::string, std::string>& weight_map,
                              std::uint64_t total_size);

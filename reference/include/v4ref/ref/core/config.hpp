@@ -4,8 +4,10 @@
 // layer types, RoPE tables or routing modes: they come from layer_config().
 #pragma once
 
+#include <charconv>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "v4ref/ref/core/error.hpp"
@@ -24,6 +26,8 @@ struct YarnConfig {
   std::int64_t original_seq_len = 65536;  // rope_scaling.original_max_position_embeddings
   double beta_fast = 32;
   double beta_slow = 1;
+
+  bool operator==(const YarnConfig&) const = default;
 };
 
 struct ModelConfig {
@@ -41,6 +45,9 @@ struct ModelConfig {
   std::int64_t o_lora_rank = 0;     // R_o
   std::int64_t window_size = 0;     // n_win (sliding_window)
   std::vector<int> compress_ratios; // n_layers + n_mtp_layers entries, each 0, 4 or 128
+  // Entries a config.json carried beyond n_layers + n_mtp_layers (re-releases such as "-0731"
+  // ship 46 for the 43-layer Flash, §1.2). Recorded, never used by the forward.
+  std::vector<int> compress_ratios_extra;
   double rope_theta = 10000;        // SWA-only layers, no YaRN
   double compress_rope_theta = 160000;  // CSA/HCA layers, with YaRN
   YarnConfig yarn;
@@ -86,6 +93,8 @@ struct ModelConfig {
   std::int64_t o_dim() const { return o_groups * o_lora_rank; }          // G·R_o
   std::int64_t index_q_dim() const { return index_n_heads * index_head_dim; }
   std::int64_t n_total_layers() const { return n_layers + n_mtp_layers; }
+
+  bool operator==(const ModelConfig&) const = default;
 };
 
 // Everything about layer i that the forward needs, derived in one place.
@@ -130,6 +139,12 @@ inline LayerConfig layer_config(const ModelConfig& cfg, std::int64_t i) {
 }
 
 namespace detail {
+// Shortest round-trip form of a double for messages ("0", "1.5", "1e-06"), not "%f".
+inline std::string number_string(double v) {
+  char buf[32];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
+}
 inline void require_config(bool ok, const ModelConfig& cfg, const std::string& what) {
   if (!ok) throw ConfigError("config " + (cfg.name.empty() ? std::string("?") : cfg.name) + ": " + what);
 }
@@ -159,6 +174,18 @@ inline void validate(const ModelConfig& cfg) {
     require_positive(cfg, "qk_nope_head_dim", cfg.qk_nope_head_dim);
     require_positive(cfg, "qk_rope_head_dim", cfg.qk_rope_head_dim);
     require_positive(cfg, "v_head_dim", cfg.v_head_dim);
+    require_positive(cfg, "index_n_heads", cfg.index_n_heads);
+    require_positive(cfg, "index_head_dim", cfg.index_head_dim);
+    require_positive(cfg, "index_topk", cfg.index_topk);
+    require_positive(cfg, "max_position_embeddings", cfg.max_position_embeddings);
+    require_config(cfg.first_k_dense_replace >= 0 && cfg.first_k_dense_replace <= cfg.n_layers, cfg,
+                   "first_k_dense_replace (" + std::to_string(cfg.first_k_dense_replace) +
+                       ") out of [0, n_layers]");
+    if (cfg.first_k_dense_replace > 0)
+      require_positive(cfg, "intermediate_size", cfg.intermediate_size);
+    require_config(cfg.yarn.original_seq_len > 0, cfg,
+                   "rope_scaling.original_max_position_embeddings must be > 0, got " +
+                       std::to_string(cfg.yarn.original_seq_len));
     return;
   }
   require_positive(cfg, "head_dim", cfg.head_dim);
@@ -169,14 +196,26 @@ inline void validate(const ModelConfig& cfg) {
   require_config(cfg.rope_head_dim < cfg.head_dim, cfg,
                  "qk_rope_head_dim (" + std::to_string(cfg.rope_head_dim) +
                      ") must be smaller than head_dim (" + std::to_string(cfg.head_dim) + ")");
+  // The window KV and the compressed KV are fake-quantised on their nope part in FP8 blocks of
+  // 64 (§2.5 items 2 and 3: Q8(kv[0:448]; 64)); the official act_quant needs whole blocks.
+  require_config(cfg.nope_dim() % 64 == 0, cfg,
+                 "head_dim - qk_rope_head_dim (" + std::to_string(cfg.head_dim) + " - " +
+                     std::to_string(cfg.rope_head_dim) +
+                     ") must be a multiple of 64 (FP8 KV fake-quant blocks, §2.5)");
   require_positive(cfg, "o_groups", cfg.o_groups);
   require_positive(cfg, "o_lora_rank", cfg.o_lora_rank);
   require_config(cfg.n_heads % cfg.o_groups == 0, cfg,
                  "num_attention_heads (" + std::to_string(cfg.n_heads) +
                      ") must be a multiple of o_groups (" + std::to_string(cfg.o_groups) + ")");
+  // Implied by the line above; stated because wo_a splits the H·D query width into G groups (§5.5).
+  require_config(cfg.q_dim() % cfg.o_groups == 0, cfg,
+                 "num_attention_heads * head_dim (" + std::to_string(cfg.q_dim()) +
+                     ") must be a multiple of o_groups (" + std::to_string(cfg.o_groups) + ")");
   require_positive(cfg, "sliding_window", cfg.window_size);
+  require_positive(cfg, "index_topk", cfg.index_topk);
   require_positive(cfg, "max_position_embeddings", cfg.max_position_embeddings);
-  require_config(cfg.n_mtp_layers >= 0, cfg, "num_nextn_predict_layers must be >= 0");
+  require_config(cfg.n_mtp_layers >= 0, cfg,
+                 "num_nextn_predict_layers must be >= 0, got " + std::to_string(cfg.n_mtp_layers));
   require_config(static_cast<std::int64_t>(cfg.compress_ratios.size()) == cfg.n_total_layers(), cfg,
                  "compress_ratios has " + std::to_string(cfg.compress_ratios.size()) +
                      " entries, need n_layers + n_mtp_layers = " +
@@ -189,14 +228,16 @@ inline void validate(const ModelConfig& cfg) {
                        "; accepted: 0 (SWA), 4 (CSA), 128 (HCA)");
     any_csa = any_csa || r == 4;
   }
-  for (std::int64_t k = 0; k < cfg.n_mtp_layers; ++k)
-    require_config(cfg.compress_ratios[static_cast<std::size_t>(cfg.n_layers + k)] == 0, cfg,
-                   "compress_ratios[" + std::to_string(cfg.n_layers + k) +
-                       "] belongs to the MTP block, which is SWA-only (ratio 0)");
+  for (std::int64_t k = 0; k < cfg.n_mtp_layers; ++k) {
+    const int r = cfg.compress_ratios[static_cast<std::size_t>(cfg.n_layers + k)];
+    require_config(r == 0, cfg,
+                   "compress_ratios[" + std::to_string(cfg.n_layers + k) + "] = " +
+                       std::to_string(r) +
+                       " belongs to the MTP block, which is SWA-only (ratio 0)");
+  }
   if (any_csa) {
     require_positive(cfg, "index_n_heads", cfg.index_n_heads);
     require_positive(cfg, "index_head_dim", cfg.index_head_dim);
-    require_positive(cfg, "index_topk", cfg.index_topk);
     require_config(cfg.rope_head_dim < cfg.index_head_dim, cfg,
                    "qk_rope_head_dim (" + std::to_string(cfg.rope_head_dim) +
                        ") must be smaller than index_head_dim (" +
@@ -206,10 +247,12 @@ inline void validate(const ModelConfig& cfg) {
                    "index_head_dim must be a power of two (Hadamard rotation), got " +
                        std::to_string(n));
   }
-  require_config(cfg.hc_mult >= 1, cfg, "hc_mult must be >= 1");
-  require_config(cfg.hc_sinkhorn_iters >= 1, cfg, "hc_sinkhorn_iters must be >= 1");
-  require_config(cfg.hc_eps > 0, cfg, "hc_eps must be > 0");
-  require_config(cfg.norm_eps > 0, cfg, "rms_norm_eps must be > 0");
+  require_positive(cfg, "hc_mult", cfg.hc_mult);
+  require_positive(cfg, "hc_sinkhorn_iters", cfg.hc_sinkhorn_iters);
+  require_config(cfg.hc_eps > 0, cfg,
+                 "hc_eps must be > 0, got " + detail::number_string(cfg.hc_eps));
+  require_config(cfg.norm_eps > 0, cfg,
+                 "rms_norm_eps must be > 0, got " + detail::number_string(cfg.norm_eps));
   require_config(cfg.n_shared_experts == 1, cfg,
                  "n_shared_experts must be 1 (the official code asserts it), got " +
                      std::to_string(cfg.n_shared_experts));
@@ -218,14 +261,31 @@ inline void validate(const ModelConfig& cfg) {
   require_config(cfg.n_hash_layers >= 0 && cfg.n_hash_layers <= cfg.n_layers, cfg,
                  "num_hash_layers (" + std::to_string(cfg.n_hash_layers) + ") out of [0, n_layers]");
   require_config(cfg.swiglu_limit > 0, cfg,
-                 "swiglu_limit must be > 0 (0 disables the clamp: a debug default, not a release value)");
+                 "swiglu_limit must be > 0 (0 disables the clamp: a debug default, not a release "
+                 "value), got " + detail::number_string(cfg.swiglu_limit));
   require_config(cfg.yarn.original_seq_len > 0, cfg,
-                 "rope_scaling.original_max_position_embeddings must be > 0 (0 silently disables YaRN)");
-  require_config(cfg.yarn.factor >= 1, cfg, "rope_scaling.factor must be >= 1");
-  require_config(cfg.rope_theta > 0 && cfg.compress_rope_theta > 0, cfg, "RoPE bases must be > 0");
-  // fp8 weights carry 128x128 block scales; the routed-expert fp4 scales are per 32 inputs.
-  require_config(cfg.dim % 32 == 0 && cfg.moe_inter_dim % 32 == 0, cfg,
-                 "hidden_size and moe_intermediate_size must be multiples of 32 (fp4 scale blocks)");
+                 "rope_scaling.original_max_position_embeddings must be > 0 (0 silently disables "
+                 "YaRN), got " + std::to_string(cfg.yarn.original_seq_len));
+  require_config(cfg.yarn.factor >= 1, cfg,
+                 "rope_scaling.factor must be >= 1, got " + detail::number_string(cfg.yarn.factor));
+  require_config(cfg.rope_theta > 0 && cfg.compress_rope_theta > 0, cfg,
+                 "rope_theta and compress_rope_theta must be > 0, got " +
+                     detail::number_string(cfg.rope_theta) + " and " +
+                     detail::number_string(cfg.compress_rope_theta));
+  // The official forward fake-quantises the input of every fp8/fp4 linear in blocks of 128
+  // (§2.5 item 1; its act_quant kernel requires whole blocks): hidden (wq_a, wkv, experts,
+  // e_proj, h_proj), q_lora (wq_b, indexer.wq_b), o_groups·o_lora (wo_b) and the expert width
+  // (w2). This also covers the fp4 expert scale blocks of 32.
+  const std::pair<const char*, std::int64_t> q8_inputs[] = {
+      {"hidden_size", cfg.dim},
+      {"q_lora_rank", cfg.q_lora_rank},
+      {"o_groups * o_lora_rank", cfg.o_dim()},
+      {"moe_intermediate_size", cfg.moe_inter_dim}};
+  for (const auto& [field, width] : q8_inputs)
+    require_config(width % 128 == 0, cfg,
+                   std::string(field) + " = " + std::to_string(width) +
+                       " must be a multiple of 128: it is the input width of an fp8/fp4 linear, "
+                       "whose input the official forward quantises in blocks of 128 (v4-forward.md §2.5)");
 }
 
 }  // namespace v4ref

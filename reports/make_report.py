@@ -1,0 +1,465 @@
+#!/usr/bin/python3
+"""Cost report: DeepSeek-V4 vs V3.2 decode FLOPs per token and KV-cache bytes (spec/cost-model.md §8).
+
+Reads the JSON of `v4ref cost --json --sweep` (the formulas live in the C++ cost model; this
+script only formats them) and, when present, a verification JSON and Google Benchmark JSON files.
+Writes <out>/index.html, <out>/summary.md and PNG figures. Sections whose inputs are absent are
+kept with a note saying so.
+
+    python3 reports/make_report.py --cost reports/out/cost.json \
+        [--verify reports/out/verify.json] [--bench-dir reports/data] --out reports/out
+
+Needs only Debian's python3 and python3-matplotlib (Agg backend).
+"""
+
+import argparse
+import datetime
+import glob
+import html
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after use())
+
+MODELS = ["v3.2", "v4-flash", "v4-pro"]
+LABELS = {"v3.2": "DeepSeek-V3.2", "v4-flash": "V4-Flash", "v4-pro": "V4-Pro"}
+COLORS = {"v3.2": "#444444", "v4-flash": "#1f77b4", "v4-pro": "#d62728"}
+TABLE_CONTEXTS = [4096, 32768, 131072, 524288, 1048576]
+# Components in stacking order, with a fixed colour each.
+COMPONENTS = [
+    ("attn_core", "#d62728"),
+    ("indexer_score", "#ff7f0e"),
+    ("proj_attn", "#1f77b4"),
+    ("proj_indexer", "#aec7e8"),
+    ("compressor", "#9467bd"),
+    ("mhc", "#c5b0d5"),
+    ("moe_routed", "#2ca02c"),
+    ("moe_shared", "#98df8a"),
+    ("router", "#bcbd22"),
+    ("dense_ffn", "#8c564b"),
+    ("lm_head", "#7f7f7f"),
+]
+
+
+def fail(msg):
+    print("make_report.py: error: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def as_list(v, n):
+    """Per-context values: arrays when several contexts were requested, scalars for one."""
+    return v if isinstance(v, list) else [v] * n
+
+
+def load_cost(path):
+    try:
+        with open(path) as f:
+            cost = json.load(f)
+    except (OSError, ValueError) as e:
+        fail("cannot read cost JSON %s: %s" % (path, e))
+    for key in ("contexts", "models", "conventions"):
+        if key not in cost:
+            fail("%s: missing key '%s' (expected the output of `v4ref cost --json --sweep`)" % (path, key))
+    n = len(cost["contexts"])
+    for m in MODELS:
+        if m not in cost["models"]:
+            fail("%s: model '%s' missing" % (path, m))
+        model = cost["models"][m]
+        for key in ("flops_eqfp8_per_token", "flops_raw_per_token", "kv_bytes", "context"):
+            model[key] = as_list(model[key], n)
+        for key in ("flops_ratio_vs_v3.2", "kv_ratio_vs_v3.2", "flops_raw_ratio_vs_v3.2"):
+            if key in model:
+                model[key] = as_list(model[key], n)
+        for part in ("raw", "eqfp8"):
+            for comp, v in model["breakdown"][part].items():
+                model["breakdown"][part][comp] = as_list(v, n)
+    return cost
+
+
+def conventions_text(cost):
+    c = cost["conventions"]
+    w = c["weights"]
+    weights = ", ".join("%s %g" % (k, v) for k, v in w.items())
+    layout = c["kv_layout"] + (", paged" if c.get("kv_paged") else "")
+    if c.get("kv_includes_compressor_state"):
+        layout += ", with compressor state"
+    return [
+        "eqFP8 weights: " + weights,
+        "KV layout: " + layout + " (headline excludes compressor state)",
+        "L: " + c["L"],
+        "FLOP: " + c["flop"],
+        "Scope: " + c["scope"],
+    ]
+
+
+def add_footer(fig, lines):
+    fig.text(0.01, 0.005, "\n".join(lines), fontsize=6.5, va="bottom", ha="left", color="#555555",
+             wrap=True)
+
+
+def log2_ticks(ax, contexts):
+    ticks = [L for L in contexts if L & (L - 1) == 0]
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([ctx_label(L) for L in ticks], fontsize=8)
+    ax.set_xlim(min(contexts), max(contexts))
+
+
+def ctx_label(L):
+    if L >= 1 << 20 and L % (1 << 20) == 0:
+        return "%dM" % (L >> 20)
+    if L >= 1024 and L % 1024 == 0:
+        return "%dK" % (L >> 10)
+    return str(L)
+
+
+def plot_flops(cost, out):
+    ctx = cost["contexts"]
+    fig, ax = plt.subplots(figsize=(8, 5.4))
+    for m in MODELS:
+        model = cost["models"][m]
+        ax.plot(ctx, [v / 1e9 for v in model["flops_eqfp8_per_token"]], color=COLORS[m], lw=2,
+                label=LABELS[m] + " (eqFP8)")
+        ax.plot(ctx, [v / 1e9 for v in model["flops_raw_per_token"]], color=COLORS[m], lw=1.2,
+                ls="--", label=LABELS[m] + " (raw)")
+    log2_ticks(ax, ctx)
+    ax.set_yscale("log")
+    ax.set_xlabel("context length L (tokens, log scale)")
+    ax.set_ylabel("GFLOPs per generated token (log scale)")
+    ax.set_title("Decode FLOPs per token vs context: eqFP8 (solid) and raw (dashed)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.subplots_adjust(bottom=0.25)
+    add_footer(fig, conventions_text(cost)[:3])
+    path = os.path.join(out, "flops_vs_context.png")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def plot_stacked(cost, out):
+    ctx = cost["contexts"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 5.2), sharey=False)
+    handles = None
+    for ax, m in zip(axes, MODELS):
+        eq = cost["models"][m]["breakdown"]["eqfp8"]
+        comps = [(c, col) for c, col in COMPONENTS if any(v != 0 for v in eq.get(c, [0]))]
+        ys = [[v / 1e9 for v in eq[c]] for c, _ in comps]
+        handles = ax.stackplot(ctx, ys, colors=[col for _, col in comps],
+                               labels=[c for c, _ in comps])
+        log2_ticks(ax, ctx)
+        ax.set_xlabel("context length L (log scale)")
+        ax.set_ylabel("eqFP8 GFLOPs per token")
+        ax.set_title(LABELS[m] + ": eqFP8 by component")
+        ax.grid(True, alpha=0.3)
+        ax.legend(handles[::-1], [c for c, _ in comps][::-1], fontsize=7, loc="upper left")
+    fig.subplots_adjust(bottom=0.24, wspace=0.28)
+    add_footer(fig, conventions_text(cost)[:3])
+    path = os.path.join(out, "flops_stacked_components.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def plot_kv(cost, out):
+    ctx = cost["contexts"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.2))
+    gib = float(1 << 30)
+    with_state = cost["conventions"].get("kv_includes_compressor_state", False)
+    for m in MODELS:
+        model = cost["models"][m]
+        kv = model["kv_bytes"]
+        ax1.plot(ctx, [v / gib for v in kv], color=COLORS[m], lw=2, label=LABELS[m])
+        ax2.plot(ctx, [v / L for v, L in zip(kv, ctx)], color=COLORS[m], lw=2, label=LABELS[m])
+        state = model.get("compressor_state_bytes", 0)
+        if state and not with_state:
+            ax1.plot(ctx, [(v + state) / gib for v in kv], color=COLORS[m], lw=1, ls=":",
+                     label=LABELS[m] + " + compressor state")
+            ax2.plot(ctx, [(v + state) / L for v, L in zip(kv, ctx)], color=COLORS[m], lw=1,
+                     ls=":", label=LABELS[m] + " + compressor state")
+    for ax in (ax1, ax2):
+        log2_ticks(ax, ctx)
+        ax.set_yscale("log")
+        ax.set_xlabel("context length L (tokens, log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("KV cache per sequence (GiB, log scale)")
+    ax1.set_title("KV-cache bytes per sequence")
+    ax2.set_ylabel("KV bytes per token of context (log scale)")
+    ax2.set_title("KV-cache bytes per token of context")
+    fig.subplots_adjust(bottom=0.24, wspace=0.25)
+    add_footer(fig, conventions_text(cost)[1:3])
+    path = os.path.join(out, "kv_vs_context.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def plot_ratios(cost, out):
+    ctx = cost["contexts"]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    targets = cost.get("targets", {})
+    for m in MODELS[1:]:
+        model = cost["models"][m]
+        ax.plot(ctx, [100 * v for v in model["flops_ratio_vs_v3.2"]], color=COLORS[m], lw=2,
+                label=LABELS[m] + " FLOPs (eqFP8)")
+        ax.plot(ctx, [100 * v for v in model["kv_ratio_vs_v3.2"]], color=COLORS[m], lw=1.5,
+                ls="-.", label=LABELS[m] + " KV")
+        t = targets.get(m)
+        if t:
+            L = targets.get("context", 1 << 20)
+            ax.plot([L], [100 * t["flops_ratio"]], marker="*", ms=12, color=COLORS[m], ls="none",
+                    label=LABELS[m] + " published FLOPs target")
+            ax.plot([L], [100 * t["kv_ratio"]], marker="D", ms=7, color=COLORS[m], ls="none",
+                    mfc="white", label=LABELS[m] + " published KV target")
+    log2_ticks(ax, ctx)
+    ax.set_xlim(min(ctx), max(ctx) * 1.25)  # room for the 1M target markers
+    ax.set_xlabel("context length L (tokens, log scale)")
+    ax.set_ylabel("V4 / V3.2 (%)")
+    ax.set_title("Ratios vs DeepSeek-V3.2 (markers: published 1M targets)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.subplots_adjust(bottom=0.25)
+    add_footer(fig, conventions_text(cost)[:3])
+    path = os.path.join(out, "ratios_vs_context.png")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return os.path.basename(path)
+
+
+def ratio_table(cost):
+    """Rows for 4K/32K/128K/512K/1M: (L, model, flops %, kv %, target flops, target kv, flags)."""
+    ctx = cost["contexts"]
+    targets = cost.get("targets", {})
+    tol = targets.get("tolerance_pp", {"flops": 1.0, "kv": 0.75})
+    rows = []
+    for L in TABLE_CONTEXTS:
+        for m in MODELS[1:]:
+            if L not in ctx:
+                rows.append((L, m, None, None, None, None, "not in input"))
+                continue
+            i = ctx.index(L)
+            model = cost["models"][m]
+            f = 100 * model["flops_ratio_vs_v3.2"][i]
+            k = 100 * model["kv_ratio_vs_v3.2"][i]
+            tf = tk = None
+            flags = []
+            t = targets.get(m)
+            if t and L == targets.get("context", 1 << 20):
+                tf, tk = 100 * t["flops_ratio"], 100 * t["kv_ratio"]
+                if abs(f - tf) > tol["flops"]:
+                    flags.append("FLOPs off by %.2f pp" % (f - tf))
+                if abs(k - tk) > tol["kv"]:
+                    flags.append("KV off by %.2f pp" % (k - tk))
+                if not flags:
+                    flags.append("within tolerance")
+            rows.append((L, m, f, k, tf, tk, "; ".join(flags)))
+    return rows, tol
+
+
+def fmt(v, spec):
+    return "–" if v is None else spec % v
+
+
+def load_verify(path):
+    if not path:
+        return None, "no --verify given"
+    if not os.path.exists(path):
+        return None, "%s not found" % path
+    try:
+        with open(path) as f:
+            return json.load(f), None
+    except (OSError, ValueError) as e:
+        return None, "%s unreadable: %s" % (path, e)
+
+
+def verify_rows(data):
+    """Generic summary: a list of results with name + status/passed, or top-level scalars."""
+    items = None
+    if isinstance(data, list):
+        items = data
+    elif isinstance(data, dict):
+        for key in ("results", "tests", "cases", "checks"):
+            if isinstance(data.get(key), list):
+                items = data[key]
+                break
+    rows = []
+    if items is not None:
+        for it in items:
+            if not isinstance(it, dict):
+                continue
+            name = it.get("name") or it.get("case") or it.get("id") or "?"
+            status = it.get("status")
+            if status is None and "passed" in it:
+                status = "pass" if it["passed"] else "FAIL"
+            detail = ", ".join("%s=%s" % (k, v) for k, v in it.items()
+                               if k not in ("name", "case", "id", "status", "passed")
+                               and not isinstance(v, (dict, list)))
+            rows.append((str(name), str(status), detail))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            if not isinstance(v, (dict, list)):
+                rows.append((k, str(v), ""))
+    return rows
+
+
+def load_bench(bench_dir):
+    if not bench_dir:
+        return [], "no --bench-dir given"
+    if not os.path.isdir(bench_dir):
+        return [], "%s not found" % bench_dir
+    rows = []
+    for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        for b in data.get("benchmarks", []) if isinstance(data, dict) else []:
+            extra = ", ".join("%s=%.4g" % (k, v) for k, v in b.items()
+                              if isinstance(v, (int, float)) and k not in
+                              ("real_time", "cpu_time", "iterations", "repetitions",
+                               "repetition_index", "threads", "family_index",
+                               "per_family_instance_index"))
+            rows.append((os.path.basename(path), b.get("name", "?"), b.get("real_time"),
+                         b.get("time_unit", ""), extra))
+    if not rows:
+        return [], "no Google Benchmark JSON in %s" % bench_dir
+    return rows, None
+
+
+def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, out, cost_path):
+    conv = conventions_text(cost)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    one_m = None
+    if 1048576 in cost["contexts"]:
+        i = cost["contexts"].index(1048576)
+        one_m = {m: (100 * cost["models"][m]["flops_ratio_vs_v3.2"][i],
+                     100 * cost["models"][m]["kv_ratio_vs_v3.2"][i]) for m in MODELS[1:]}
+
+    # ---- Markdown
+    md = ["# DeepSeek-V4 cost report", "",
+          "Generated %s from `%s` (spec/cost-model.md)." % (stamp, cost_path), ""]
+    if one_m:
+        md += ["**At 1M tokens: V4-Flash %.1f%% FLOPs / %.2f%% KV, V4-Pro %.1f%% FLOPs / %.2f%% KV "
+               "of DeepSeek-V3.2** (published: 10%% / 7%% and 27%% / 10%%)." %
+               (one_m["v4-flash"][0], one_m["v4-flash"][1], one_m["v4-pro"][0], one_m["v4-pro"][1]), ""]
+    md += ["## Conventions", ""] + ["* " + c for c in conv] + [""]
+    md += ["## Ratios vs V3.2", "",
+           "Tolerance (§8): %.2f pp FLOPs, %.2f pp KV against the published 1M targets." %
+           (tol["flops"], tol["kv"]), "",
+           "| L | model | FLOPs (eqFP8) | KV | target FLOPs | target KV | flag |",
+           "|---|---|---|---|---|---|---|"]
+    for L, m, f, k, tf, tk, flag in table:
+        md.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            ctx_label(L), LABELS[m], fmt(f, "%.1f%%"), fmt(k, "%.2f%%"), fmt(tf, "%.0f%%"),
+            fmt(tk, "%.0f%%"), flag))
+    md += ["", "## Figures", ""]
+    for title, fname in figs:
+        md += ["### " + title, "", "![%s](%s)" % (title, fname), ""]
+    md += ["## Verification", ""]
+    if verify is None:
+        md += ["Skipped: " + verify_note + ".", ""]
+    else:
+        rows = verify_rows(verify)
+        md += ["| name | status | detail |", "|---|---|---|"]
+        md += ["| %s | %s | %s |" % r for r in rows] or ["(no rows recognised)"]
+        md.append("")
+    md += ["## Benchmarks", ""]
+    if not bench:
+        md += ["Skipped: " + bench_note + ".", ""]
+    else:
+        md += ["| file | benchmark | time | unit | counters |", "|---|---|---|---|---|"]
+        md += ["| %s | %s | %s | %s | %s |" % (f, n, fmt(t, "%.4g"), u, e) for f, n, t, u, e in bench]
+        md.append("")
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+
+    # ---- HTML
+    e = html.escape
+    conv_html = "<ul class='conv'>" + "".join("<li>%s</li>" % e(c) for c in conv) + "</ul>"
+    h = ["<!doctype html><html><head><meta charset='utf-8'><title>DeepSeek-V4 cost report</title>",
+         "<style>body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+         "td.l,th.l{text-align:left}.fig{display:flex;gap:1em;align-items:flex-start;margin:1em 0}"
+         ".fig img{max-width:900px;border:1px solid #ddd}.conv{font-size:0.8em;color:#444;max-width:360px}"
+         ".flag-bad{color:#b00;font-weight:bold}.flag-ok{color:#070}.note{color:#666;font-style:italic}</style>",
+         "</head><body><h1>DeepSeek-V4 cost report</h1>",
+         "<p>Generated %s from <code>%s</code> (spec/cost-model.md).</p>" % (e(stamp), e(cost_path))]
+    if one_m:
+        h.append("<p><b>At 1M tokens: V4-Flash %.1f%% FLOPs / %.2f%% KV, V4-Pro %.1f%% FLOPs / "
+                 "%.2f%% KV of DeepSeek-V3.2</b> (published: 10%% / 7%% and 27%% / 10%%).</p>" %
+                 (one_m["v4-flash"][0], one_m["v4-flash"][1], one_m["v4-pro"][0], one_m["v4-pro"][1]))
+    h.append("<h2>Ratios vs V3.2</h2><p>Tolerance (§8): %.2f pp FLOPs, %.2f pp KV against the "
+             "published 1M targets.</p>" % (tol["flops"], tol["kv"]))
+    h.append("<div class='fig'><table><tr><th>L</th><th class='l'>model</th><th>FLOPs (eqFP8)</th>"
+             "<th>KV</th><th>target FLOPs</th><th>target KV</th><th class='l'>flag</th></tr>")
+    for L, m, f, k, tf, tk, flag in table:
+        cls = "flag-ok" if flag == "within tolerance" else ("flag-bad" if "off by" in flag else "")
+        h.append("<tr><td>%s</td><td class='l'>%s</td><td>%s</td><td>%s</td><td>%s</td><td>%s</td>"
+                 "<td class='l %s'>%s</td></tr>" % (
+                     ctx_label(L), LABELS[m], fmt(f, "%.1f%%"), fmt(k, "%.2f%%"),
+                     fmt(tf, "%.0f%%"), fmt(tk, "%.0f%%"), cls, e(flag)))
+    h.append("</table>" + conv_html + "</div>")
+    h.append("<h2>Figures</h2>")
+    for title, fname in figs:
+        h.append("<h3>%s</h3><div class='fig'><img src='%s' alt='%s'>%s</div>" % (
+            e(title), e(fname), e(title), conv_html))
+    h.append("<h2>Verification</h2>")
+    if verify is None:
+        h.append("<p class='note'>Skipped: %s.</p>" % e(verify_note))
+    else:
+        h.append("<table><tr><th class='l'>name</th><th class='l'>status</th><th class='l'>detail</th></tr>")
+        for n, s, d in verify_rows(verify):
+            h.append("<tr><td class='l'>%s</td><td class='l'>%s</td><td class='l'>%s</td></tr>" % (
+                e(n), e(s), e(d)))
+        h.append("</table>")
+    h.append("<h2>Benchmarks</h2>")
+    if not bench:
+        h.append("<p class='note'>Skipped: %s.</p>" % e(bench_note))
+    else:
+        h.append("<table><tr><th class='l'>file</th><th class='l'>benchmark</th><th>time</th>"
+                 "<th class='l'>unit</th><th class='l'>counters</th></tr>")
+        for fn, n, t, u, ex in bench:
+            h.append("<tr><td class='l'>%s</td><td class='l'>%s</td><td>%s</td><td class='l'>%s</td>"
+                     "<td class='l'>%s</td></tr>" % (e(fn), e(n), fmt(t, "%.4g"), e(u), e(ex)))
+        h.append("</table>")
+    h.append("</body></html>")
+    with open(os.path.join(out, "index.html"), "w") as f:
+        f.write("\n".join(h))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cost", required=True, help="JSON from `v4ref cost --json --sweep`")
+    ap.add_argument("--verify", help="verification/test metrics JSON (optional)")
+    ap.add_argument("--bench-dir", help="folder of Google Benchmark JSON files (optional)")
+    ap.add_argument("--out", required=True, help="output folder")
+    a = ap.parse_args()
+    cost = load_cost(a.cost)
+    if len(cost["contexts"]) < 2:
+        fail("%s has %d context(s); produce it with `v4ref cost --json --sweep`" %
+             (a.cost, len(cost["contexts"])))
+    os.makedirs(a.out, exist_ok=True)
+    figs = [
+        ("eqFP8 and raw GFLOPs per token vs context", plot_flops(cost, a.out)),
+        ("eqFP8 GFLOPs per token by component", plot_stacked(cost, a.out)),
+        ("KV-cache bytes vs context", plot_kv(cost, a.out)),
+        ("V4 / V3.2 ratios vs context", plot_ratios(cost, a.out)),
+    ]
+    table, tol = ratio_table(cost)
+    verify, verify_note = load_verify(a.verify)
+    bench, bench_note = load_bench(a.bench_dir)
+    write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, a.out, a.cost)
+    bad = [r for r in table if "off by" in r[6]]
+    print("wrote %s (%d figures); %s" % (
+        os.path.join(a.out, "index.html"), len(figs),
+        "ratio flags: %d outside tolerance" % len(bad) if bad else "all 1M ratios within tolerance"))
+
+
+if __name__ == "__main__":
+    main()
