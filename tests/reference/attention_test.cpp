@@ -17,19 +17,14 @@
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/norm.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
 
 const PrecisionPolicy kExact = PrecisionPolicy::exact();
 
-Mat random_mat(Eigen::Index r, Eigen::Index c, std::uint64_t seed, double sigma = 1.0) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> n(0.0, sigma);
-  Mat m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = n(g);
-  return m;
-}
+using test::random_mat;
 
 // A small V4-shaped config: 4 heads of 128 (r = 64, nope 64), 2 output groups, window 4. Every
 // Q8 linear input width (d, L_q, G·R_o) is a multiple of the 128-wide activation blocks.

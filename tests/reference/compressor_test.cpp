@@ -17,6 +17,7 @@
 #include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/norm.hpp"
 #include "v4ref/ref/quant.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
@@ -25,11 +26,9 @@ constexpr double kEps = 1e-6;
 
 RopeTable compress_rope() { return make_rope_table(160000, true, YarnConfig{}, 64, 0); }
 
+// (rows, cols, stddev, seed): the argument order these tests were written with.
 Mat random_mat(std::int64_t r, std::int64_t c, double stddev, std::uint64_t seed) {
-  Rng rng(seed);
-  Mat m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = fmt::round_bf16(rng.normal(0, stddev));
-  return m;
+  return test::random_bf16_mat(r, c, seed, stddev);
 }
 
 LinearWeight bf16_linear(const std::string& name, Mat w) {

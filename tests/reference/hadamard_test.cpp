@@ -9,16 +9,14 @@
 #include <vector>
 
 #include "v4ref/ref/core/error.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
 
 std::vector<double> random_vec(std::size_t n, std::uint64_t seed) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> d(0.0, 1.0);
-  std::vector<double> v(n);
-  for (double& x : v) x = d(g);
-  return v;
+  const Mat m = test::random_mat(1, static_cast<Eigen::Index>(n), seed);
+  return {m.data(), m.data() + m.size()};
 }
 
 // Naive: H_n(i, j) = (−1)^{popcount(i & j)} (the closed form of the Sylvester matrix).

@@ -18,6 +18,7 @@
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/quant.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
@@ -25,11 +26,9 @@ namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// (rows, cols, stddev, seed): the argument order these tests were written with.
 Mat random_mat(std::int64_t r, std::int64_t c, double stddev, std::uint64_t seed) {
-  Rng rng(seed);
-  Mat m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = rng.normal(0, stddev);
-  return m;
+  return test::random_mat(r, c, seed, stddev);
 }
 
 // Oracle: k rounds of "scan for the best remaining", best = larger score, then lower index.

@@ -18,15 +18,14 @@
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/dequant.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
 
+// (rows, cols, stddev, seed): the argument order these tests were written with.
 Mat random_mat(std::int64_t r, std::int64_t c, double stddev, std::uint64_t seed) {
-  Rng rng(seed);
-  Mat m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = fmt::round_bf16(rng.normal(0, stddev));
-  return m;
+  return test::random_bf16_mat(r, c, seed, stddev);
 }
 
 LinearWeight dense(const std::string& name, Mat w, WeightStorage st = WeightStorage::kBf16) {

@@ -16,8 +16,8 @@
 
 // By path: cpu tests do not have cuda/include on their include path, and these headers need
 // no CUDA toolkit (docs/muon.md §3).
-#include "../../cuda/include/v4ref/cuda/muon.hpp"
-#include "../../cuda/include/v4ref/cuda/muon_ns_tile.hpp"
+#include "v4ref/cuda/muon.hpp"
+#include "v4ref/cuda/muon_ns_tile.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/muon.hpp"

@@ -10,17 +10,12 @@
 
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref::ref {
 namespace {
 
-Mat random_mat(Eigen::Index r, Eigen::Index c, std::uint64_t seed, double sigma = 1.0) {
-  std::mt19937_64 g(seed);
-  std::normal_distribution<double> n(0.0, sigma);
-  Mat m(r, c);
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = n(g);
-  return m;
-}
+using test::random_mat;
 
 // Naive second formulation: long double sum of squares in reverse order, divide by sqrt.
 long double naive_rms(const double* x, std::int64_t n, double eps) {

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "v4ref/ref/core/error.hpp"
+#include "../common/test_support.hpp"
 
 namespace v4ref {
 namespace {
@@ -26,28 +27,9 @@ namespace fs = std::filesystem;
 
 // ------------------------------------------------------------------ helpers
 
-template <class T>
-std::vector<std::byte> as_bytes(const std::vector<T>& v) {
-  std::vector<std::byte> out(v.size() * sizeof(T));
-  if (!v.empty()) std::memcpy(out.data(), v.data(), out.size());
-  return out;
-}
+using test::as_bytes;
 
-// Runs fn, expects exception E whose message contains every string in `parts`.
-template <class E>
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "missing \"" << p << "\" in: " << msg;
-    return;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no exception thrown";
-}
+using test::expect_error;
 
 class SafetensorsTest : public ::testing::Test {
  protected:
