@@ -21,9 +21,15 @@
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/muon.hpp"
+#include "../common/muon_test_support.hpp"
 
 namespace v4ref {
 namespace {
+
+using test::max_abs;
+using test::rel_fro;
+using test::rounding_of_kernel;
+using test::ulp_bf16;
 
 namespace ns = cuda::ns;
 using ref::MuonMatrix;
@@ -69,34 +75,7 @@ MuonMatrix decode(const std::vector<std::uint16_t>& codes, std::int64_t r, std::
   return m;
 }
 
-// The reference policy of(kernel): built from the CUDA header's declared list.
-ref::NsRounding rounding_of_kernel() {
-  using cuda::NsPrecisionPoint;
-  ref::NsRounding r;
-  r.input_bf16 = cuda::muon_ns_rounds_at(NsPrecisionPoint::kInputStoreBf16);
-  r.gram_bf16 = cuda::muon_ns_rounds_at(NsPrecisionPoint::kGramStoreBf16);
-  r.poly_bf16 = cuda::muon_ns_rounds_at(NsPrecisionPoint::kPolyStoreBf16);
-  r.update_bf16 = cuda::muon_ns_rounds_at(NsPrecisionPoint::kUpdateStoreBf16);
-  return r;
-}
 
-double rel_fro(const MuonMatrix& k, const MuonMatrix& r) {
-  double d = 0, n = 0;
-  for (std::size_t i = 0; i < k.data.size(); ++i) {
-    d += (k.data[i] - r.data[i]) * (k.data[i] - r.data[i]);
-    n += r.data[i] * r.data[i];
-  }
-  return std::sqrt(d / n);
-}
-double max_abs(const MuonMatrix& k, const MuonMatrix& r) {
-  double d = 0;
-  for (std::size_t i = 0; i < k.data.size(); ++i) d = std::max(d, std::abs(k.data[i] - r.data[i]));
-  return d;
-}
-double ulp_bf16(double x) {  // spacing of bf16 at |x| (normal range)
-  const double a = std::abs(x);
-  return a < 0x1.0p-126 ? 0x1.0p-133 : fmt::pow2(fmt::floor_log2(a) - 7);
-}
 
 // ---------------------------------------------------------------- declarations agree
 
