@@ -237,7 +237,7 @@ Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
   Mat o(tq, h_n * d);
   // Queries are independent and each row is computed by one thread in a fixed order: the result
   // does not depend on the thread count. No exception can leave the loop (all checks above).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (tq > 1)
   for (std::int64_t i = 0; i < tq; ++i) {
     const std::int64_t t = q_start + i;
     const WindowRange win{std::max<std::int64_t>(0, t - cfg.window_size + 1), t};

@@ -110,7 +110,7 @@ Mat index_scores(const Mat& q, const Mat& wI, const Mat& keys,
   }
   Mat scores = Mat::Constant(T, N, -std::numeric_limits<double>::infinity());
   // Rows are independent; each is summed in a fixed order, so any thread count gives the same bits.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T > 1)
   for (std::int64_t t = 0; t < T; ++t) {
     if (positions[static_cast<std::size_t>(t)] < 0)
       continue;  // checked below (no throw inside the parallel region)

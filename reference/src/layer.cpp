@@ -26,9 +26,10 @@ void put(LayerTrace* trace, const std::string& key, Mat value) {
   if (trace != nullptr) trace->tensors[key] = std::move(value);
 }
 
-// Per-token mHC coefficients as [T, hc] (pre, post) and [T, hc·hc] (comb, row-major C[j][k]).
-void put_mix(LayerTrace* trace, const std::string& which, const std::vector<HcMix>& mix,
-             std::int64_t hc) {
+}  // namespace
+
+void trace_hc_mix(LayerTrace* trace, const std::string& which, const std::vector<HcMix>& mix,
+                  std::int64_t hc) {
   if (trace == nullptr) return;
   const auto t_n = static_cast<Eigen::Index>(mix.size());
   Mat pre(t_n, hc), post(t_n, hc), comb(t_n, hc * hc);
@@ -43,6 +44,8 @@ void put_mix(LayerTrace* trace, const std::string& which, const std::vector<HcMi
   put(trace, which + ".post", std::move(post));
   put(trace, which + ".comb", std::move(comb));
 }
+
+namespace {
 
 void check_layer_match(const LayerWeights& w, const LayerConfig& layer) {
   if (w.layer.index != layer.index || w.layer.kind != layer.kind)
@@ -159,7 +162,7 @@ Mat block_forward(const Mat& X, std::span<const std::int64_t> token_ids, const L
   Mat x1 = hc_post(a, X, pa.mix, hc, policy);
   if (trace != nullptr) {
     put(trace, "hc_attn.u", std::move(pa.u));
-    put_mix(trace, "hc_attn", pa.mix, hc);
+    trace_hc_mix(trace, "hc_attn", pa.mix, hc);
     put(trace, "attn_norm", xa);
     put(trace, "hc_attn.out", x1);
   }
@@ -167,12 +170,16 @@ Mat block_forward(const Mat& X, std::span<const std::int64_t> token_ids, const L
   // MoE sub-block.
   HcPreResult pf = hc_pre(x1, w.hc_ffn, cfg, policy);
   const Mat z = rms_norm(pf.u, w.ffn_norm, cfg.norm_eps, policy, layer.prefix + "ffn_norm");
-  const Mat f = moe_forward(z, token_ids, w.moe, policy);
+  Routing routing;
+  const Mat f = moe_forward(z, token_ids, w.moe, policy, &routing);
   Mat x2 = hc_post(f, x1, pf.mix, hc, policy);
   if (trace != nullptr) {
     put(trace, "hc_ffn.u", std::move(pf.u));
-    put_mix(trace, "hc_ffn", pf.mix, hc);
+    trace_hc_mix(trace, "hc_ffn", pf.mix, hc);
     put(trace, "ffn_norm", z);
+    put(trace, "ffn.scores", std::move(routing.scores));
+    put(trace, "ffn.routed_idx", routing.experts.cast<double>());
+    put(trace, "ffn.route_weights", std::move(routing.weights));
     put(trace, "ffn.out", f);
     put(trace, "block.out", x2);
   }

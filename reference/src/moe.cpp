@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "v4ref/ref/dequant.hpp"
 #include "v4ref/ref/indexer.hpp"  // select_topk: the one top-k rule (verification.md §9)
@@ -220,8 +221,8 @@ Mat expert_forward(const ExpertWeights& ew, const Mat& z, double swiglu_limit,
 }
 
 Mat moe_forward(const Mat& z, std::span<const std::int64_t> token_ids, const MoeWeights& w,
-                const PrecisionPolicy& policy) {
-  const Routing r = route(z, token_ids, w);
+                const PrecisionPolicy& policy, Routing* routing) {
+  Routing r = route(z, token_ids, w);
   const std::int64_t T = z.rows();
   const std::int64_t k = w.n_activated;
   if (w.experts.size() != w.n_experts)
@@ -247,6 +248,7 @@ Mat moe_forward(const Mat& z, std::span<const std::int64_t> token_ids, const Moe
   }
   y += expert_forward(w.shared, z, w.swiglu_limit, {}, policy);
   round_bf16_if(y, policy, QuantPoint::kBf16MoeOut);
+  if (routing != nullptr) *routing = std::move(r);
   return y;
 }
 

@@ -38,6 +38,9 @@
 //     "attn_norm"          [T, d]     attention sub-block input
 //     "hc_attn.out"        [T, hc·d]  streams after the attention write-back
 //     "ffn_norm"           [T, d]     MoE input
+//     "ffn.scores"         [T, E]     router scores s_e (unbiased, §9.1)
+//     "ffn.routed_idx"     [T, k_e]   chosen experts as doubles (rank order; tid2eid order for hash)
+//     "ffn.route_weights"  [T, k_e]   their route weights
 //     "ffn.out"            [T, d]     MoE output
 //     "block.out"          [T, hc·d]
 #pragma once
@@ -82,6 +85,11 @@ struct LayerWeights {
   Vec ffn_norm;   // [d]
   MoeWeights moe;
 };
+
+// Stores the per-token mHC coefficients under "<which>.pre" [T, hc], "<which>.post" [T, hc] and
+// "<which>.comb" [T, hc·hc] (row t = C[j][k] at column j·hc + k). No-op for a null trace.
+void trace_hc_mix(LayerTrace* trace, const std::string& which, const std::vector<HcMix>& mix,
+                  std::int64_t hc);
 
 // Loads "<prefix>{attn.*, attn.compressor.*, attn.indexer.*, hc_attn_*, hc_ffn_*,
 // attn_norm.weight, ffn_norm.weight, ffn.*}" of layer `layer_index` (0 .. n_layers−1, or

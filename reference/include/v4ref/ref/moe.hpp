@@ -126,7 +126,8 @@ Mat expert_forward(const ExpertWeights& ew, const Mat& z, double swiglu_limit,
 
 // The MoE output [T, d] (§9.3). ShapeError naming "<prefix>z" on a wrong width; NumericError on
 // NaN/Inf in z.
+// `routing`, when given, receives the routing decision used.
 Mat moe_forward(const Mat& z, std::span<const std::int64_t> token_ids, const MoeWeights& w,
-                const PrecisionPolicy& policy);
+                const PrecisionPolicy& policy, Routing* routing = nullptr);
 
 }  // namespace v4ref::ref
