@@ -4,6 +4,7 @@
 #include "commands.hpp"
 #include "config_source.hpp"
 #include "v4ref/ref/checkpoint_gen.hpp"
+#include "v4ref/ref/config_json.hpp"
 
 namespace v4ref::cli {
 namespace {
@@ -15,19 +16,6 @@ struct MakeOptions {
   std::uint64_t shard_bytes = 1ull << 20;
   std::int64_t n_layers = -1;
 };
-
-// Keeps the first n main layers (and the MTP blocks): a full-width checkpoint of a few layers.
-ModelConfig truncate_layers(ModelConfig cfg, std::int64_t n) {
-  if (n < 1 || n > cfg.n_layers)
-    throw ConfigError("--n-layers " + std::to_string(n) + " outside [1, " + std::to_string(cfg.n_layers) + "]");
-  std::vector<int> ratios(cfg.compress_ratios.begin(), cfg.compress_ratios.begin() + n);
-  ratios.insert(ratios.end(), cfg.compress_ratios.begin() + cfg.n_layers, cfg.compress_ratios.end());
-  cfg.compress_ratios = ratios;
-  cfg.n_hash_layers = std::min(cfg.n_hash_layers, n);
-  cfg.n_layers = n;
-  cfg.name += "-" + std::to_string(n) + "L";
-  return cfg;
-}
 
 }  // namespace
 
@@ -43,7 +31,7 @@ void register_make_checkpoint(CLI::App& app) {
   cmd->add_option("--n-layers", opt->n_layers, "keep only the first N main layers (plus MTP)");
   cmd->callback([opt] {
     ModelConfig cfg = resolve_config(opt->config);
-    if (opt->n_layers >= 0) cfg = truncate_layers(cfg, opt->n_layers);
+    if (opt->n_layers >= 0) cfg = first_layers(cfg, opt->n_layers);
     CheckpointGenOptions gen;
     gen.seed = opt->seed;
     gen.shard_bytes = opt->shard_bytes;

@@ -6,9 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <map>
 
+#include "v4ref/ref/checkpoint_layout.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
@@ -106,7 +108,17 @@ std::vector<std::byte> ue8m0_as_f32(const std::vector<std::uint8_t>& scales) {
   return out;
 }
 
-const TensorSpec& find_spec(const std::vector<TensorSpec>& specs, const std::string& name) {
+// The layout entry of a weight, searched among its own block's tensors ("layers.{i}." /
+// "mtp.{k}.") when it has one: the whole layout of a real model is ~70k entries.
+TensorSpec find_spec(const ModelConfig& cfg, const std::string& name) {
+  std::vector<TensorSpec> specs;
+  std::int64_t index = -1;
+  for (const auto& [prefix, base] : {std::pair<std::string, std::int64_t>{"layers.", 0}, {"mtp.", cfg.n_layers}})
+    if (name.rfind(prefix, 0) == 0) {
+      const std::size_t dot = name.find('.', prefix.size());
+      if (dot != std::string::npos) index = base + std::stoll(name.substr(prefix.size(), dot - prefix.size()));
+    }
+  specs = index >= 0 && index < cfg.n_total_layers() ? expected_layer_tensors(cfg, index) : expected_tensors(cfg);
   for (const TensorSpec& s : specs)
     if (s.name == name) return s;
   throw MissingTensor(name + " is not part of the layout");
@@ -139,7 +151,7 @@ std::vector<std::byte> generate_tensor_bytes(const ModelConfig& cfg, const Tenso
       const std::string weight = spec.role == TensorRole::kFp8Weight ? spec.name : weight_of_scale(spec.name);
       const Shape logical = spec.role == TensorRole::kFp8Weight
                                 ? spec.shape
-                                : find_spec(expected_tensors(cfg), weight).shape;
+                                : find_spec(cfg, weight).shape;
       const ref::Fp8BlockWeightCodes q =
           ref::quantize_fp8_block_weight(weight_matrix(weight, logical, seed), logical[0], logical[1]);
       if (spec.role == TensorRole::kFp8Weight) return as_bytes(q.codes);
@@ -150,7 +162,7 @@ std::vector<std::byte> generate_tensor_bytes(const ModelConfig& cfg, const Tenso
       const std::string weight = spec.role == TensorRole::kFp4Weight ? spec.name : weight_of_scale(spec.name);
       const Shape logical = spec.role == TensorRole::kFp4Weight
                                 ? spec.logical_shape
-                                : find_spec(expected_tensors(cfg), weight).logical_shape;
+                                : find_spec(cfg, weight).logical_shape;
       const ref::Fp4ExpertWeightCodes q =
           ref::quantize_fp4_expert_weight(weight_matrix(weight, logical, seed), logical[0], logical[1]);
       return as_bytes(spec.role == TensorRole::kFp4Weight ? q.packed : q.scales);
@@ -200,10 +212,27 @@ std::vector<std::string> make_checkpoint(const ModelConfig& cfg, const std::file
     writer.set_metadata("generator", "v4ref make-checkpoint");
     writer.set_metadata("config", cfg.name);
     writer.set_metadata("seed", std::to_string(options.seed));
-    for (; next < specs.size() && shard_of[next] == s; ++next) {
-      const TensorSpec& spec = specs[next];
-      const std::vector<std::byte> bytes = generate_tensor_bytes(cfg, spec, options.seed);
-      writer.add(spec.name, spec.dtype, spec.shape, bytes);
+    const std::size_t first = next;
+    while (next < specs.size() && shard_of[next] == s) ++next;
+    // Tensors are independent (seeded by name): generate the shard's tensors in parallel, then
+    // add them in layout order, so the bytes do not depend on the thread count.
+    const auto n = static_cast<std::int64_t>(next - first);
+    std::vector<std::vector<std::byte>> bytes(static_cast<std::size_t>(n));
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(n));
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (std::int64_t i = 0; i < n; ++i) {
+      try {
+        bytes[static_cast<std::size_t>(i)] = generate_tensor_bytes(cfg, specs[first + static_cast<std::size_t>(i)], options.seed);
+      } catch (...) {
+        errors[static_cast<std::size_t>(i)] = std::current_exception();
+      }
+    }
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+    for (std::size_t i = first; i < next; ++i) {
+      const TensorSpec& spec = specs[i];
+      writer.add(spec.name, spec.dtype, spec.shape, bytes[i - first]);
+      std::vector<std::byte>().swap(bytes[i - first]);
       weight_map[spec.name] = files[s];
     }
     writer.write(dir / files[s]);

@@ -858,4 +858,18 @@ std::vector<std::string> preset_names() {
   return out;
 }
 
+ModelConfig first_layers(ModelConfig cfg, std::int64_t n) {
+  if (n < 1 || n > cfg.n_layers)
+    throw ConfigError("first_layers: " + std::to_string(n) + " outside [1, " + std::to_string(cfg.n_layers) +
+                      "] (layers of config " + cfg.name + ")");
+  std::vector<int> ratios(cfg.compress_ratios.begin(), cfg.compress_ratios.begin() + n);
+  ratios.insert(ratios.end(), cfg.compress_ratios.begin() + cfg.n_layers, cfg.compress_ratios.end());
+  cfg.compress_ratios = ratios;
+  cfg.n_hash_layers = std::min(cfg.n_hash_layers, n);
+  cfg.n_layers = n;
+  cfg.name += "-" + std::to_string(n) + "L";
+  validate(cfg);
+  return cfg;
+}
+
 }  // namespace v4ref

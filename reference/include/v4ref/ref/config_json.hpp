@@ -52,4 +52,9 @@ nlohmann::json to_hf_config_json(const ModelConfig& cfg);
 ModelConfig preset_config(std::string_view name);
 std::vector<std::string> preset_names();
 
+// The first n main layers of a config (and its MTP blocks): a full-width model of a few layers,
+// e.g. to generate a one-layer V4-Flash checkpoint. Name gets "-{n}L". ConfigError if n is
+// outside [1, n_layers].
+ModelConfig first_layers(ModelConfig cfg, std::int64_t n);
+
 }  // namespace v4ref
