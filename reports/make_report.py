@@ -332,7 +332,95 @@ def load_bench(bench_dir):
     return rows, None
 
 
-def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, out, cost_path):
+def load_accuracy(paths):
+    """Bisect reports (`v4ref bisect A B --json`): per trace point, the error as a fraction of
+    its tolerance ("ratio", <= 1 passes) and the relative Frobenius error."""
+    out, notes = [], []
+    for path in paths or []:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as e:
+            notes.append("%s unreadable: %s" % (path, e))
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+            notes.append("%s: not a `v4ref bisect --json` report" % path)
+            continue
+        label = data.get("label") or os.path.splitext(os.path.basename(path))[0]
+        pts = []
+        for p in data["points"]:
+            r = p.get("ratio")
+            r = float("inf") if r == "inf" else r
+            m = p.get("metrics") or {}
+            pts.append({"name": p.get("name", "?"), "block": p.get("block", ""),
+                        "local": p.get("local", p.get("name", "?")), "status": p.get("status", "?"),
+                        "ratio": r, "rel_fro": m.get("rel_fro")})
+        out.append({"label": label, "path": path, "mode": data.get("mode", "?"),
+                    "tol_path": data.get("path", "?"), "pass": data.get("pass"), "points": pts,
+                    "first": (data.get("first_failure") or {}).get("name")})
+    return out, "; ".join(notes)
+
+
+def block_order(points):
+    seen = []
+    for p in points:
+        if p["block"] not in seen:
+            seen.append(p["block"])
+    return seen
+
+
+def plot_accuracy(acc, out, idx):
+    """Error / tolerance of every trace point, by block (x) and sub-step (colour)."""
+    blocks = block_order(acc["points"])
+    locals_ = []
+    for p in acc["points"]:
+        if p["local"] not in locals_:
+            locals_.append(p["local"])
+    fig, ax = plt.subplots(figsize=(11, 4.8))
+    cmap = plt.get_cmap("tab20")
+    for li, loc in enumerate(locals_):
+        xs, ys = [], []
+        for p in acc["points"]:
+            r = p["ratio"]
+            if p["local"] != loc or r is None:
+                continue
+            xs.append(blocks.index(p["block"]) + (li - len(locals_) / 2) * 0.6 / max(len(locals_), 1))
+            ys.append(max(min(r, 1e3), 1e-6) if r == r else 1e3)
+        ax.scatter(xs, ys, s=14, color=cmap(li % 20), label=loc)
+    ax.axhline(1.0, color="#b00", lw=1.2, ls="--")
+    ax.text(len(blocks) - 0.5, 1.15, "tolerance", color="#b00", ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylim(1e-6, 2e3)
+    ax.set_xticks(range(len(blocks)))
+    ax.set_xticklabels([b.rstrip(".") or "model" for b in blocks], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("error / tolerance (clipped to [1e-6, 1e3])")
+    ax.set_title("%s — %s, tolerance path %s" % (acc["label"], acc["mode"], acc["tol_path"]))
+    ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.grid(True, which="major", axis="y", alpha=0.3)
+    fig.tight_layout()
+    fname = "accuracy_%d.png" % idx
+    fig.savefig(os.path.join(out, fname), dpi=110)
+    plt.close(fig)
+    return fname
+
+
+def accuracy_table(acc):
+    """Worst ratio and rel_fro per sub-step over all blocks."""
+    by = {}
+    for p in acc["points"]:
+        r = p["ratio"] if p["ratio"] is not None else float("nan")
+        cur = by.setdefault(p["local"], [0.0, None, 0, 0])
+        if r == r and r > cur[0]:
+            cur[0] = r
+        if p["rel_fro"] is not None and (cur[1] is None or p["rel_fro"] > cur[1]):
+            cur[1] = p["rel_fro"]
+        cur[2] += 1
+        cur[3] += 0 if p["status"] == "ok" else 1
+    return [(k, v[0], v[1], v[2], v[3]) for k, v in by.items()]
+
+
+def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, out, cost_path,
+                  accuracy=(), accuracy_note="", accuracy_figs=()):
     conv = conventions_text(cost)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     one_m = None
@@ -368,6 +456,18 @@ def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note
         rows = verify_rows(verify)
         md += ["| name | status | detail |", "|---|---|---|"]
         md += ["| %s | %s | %s |" % r for r in rows] or ["(no rows recognised)"]
+        md.append("")
+    md += ["## Accuracy (error as a fraction of tolerance, per trace point)", ""]
+    if not accuracy:
+        md += ["Skipped: " + (accuracy_note or "no --accuracy reports given") + ".", ""]
+    for acc, fname in zip(accuracy, accuracy_figs):
+        md += ["### " + acc["label"], "",
+               "`%s`: mode %s, tolerance path %s, %s%s." % (
+                   acc["path"], acc["mode"], acc["tol_path"], "PASS" if acc["pass"] else "FAIL",
+                   "" if not acc["first"] else " (first failing point: %s)" % acc["first"]), "",
+               "![%s](%s)" % (acc["label"], fname), "",
+               "| sub-step | worst error/tolerance | worst rel_fro | points | failed |", "|---|---|---|---|---|"]
+        md += ["| %s | %.3g | %s | %d | %d |" % (k, r, fmt(f, "%.3g"), n, b) for k, r, f, n, b in accuracy_table(acc)]
         md.append("")
     md += ["## Benchmarks", ""]
     if not bench:
@@ -418,6 +518,23 @@ def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note
             h.append("<tr><td class='l'>%s</td><td class='l'>%s</td><td class='l'>%s</td></tr>" % (
                 e(n), e(s), e(d)))
         h.append("</table>")
+    h.append("<h2>Accuracy</h2><p>Every trace point of a forward compared with the reference "
+             "(<code>v4ref bisect --json</code>): error as a fraction of its tolerance-table row; "
+             "points above the dashed line fail.</p>")
+    if not accuracy:
+        h.append("<p class='note'>Skipped: %s.</p>" % e(accuracy_note or "no --accuracy reports given"))
+    for acc, fname in zip(accuracy, accuracy_figs):
+        h.append("<h3>%s</h3><p><code>%s</code>: mode %s, tolerance path %s, <b>%s</b>%s.</p>" % (
+            e(acc["label"]), e(acc["path"]), e(acc["mode"]), e(acc["tol_path"]),
+            "PASS" if acc["pass"] else "FAIL",
+            "" if not acc["first"] else " (first failing point: %s)" % e(acc["first"])))
+        h.append("<div class='fig'><img src='%s' alt='%s'><table><tr><th class='l'>sub-step</th>"
+                 "<th>worst err/tol</th><th>worst rel_fro</th><th>points</th><th>failed</th></tr>" % (
+                     e(fname), e(acc["label"])))
+        for k, r, f, n, b in accuracy_table(acc):
+            h.append("<tr><td class='l'>%s</td><td>%.3g</td><td>%s</td><td>%d</td><td>%d</td></tr>" % (
+                e(k), r, fmt(f, "%.3g"), n, b))
+        h.append("</table></div>")
     h.append("<h2>Benchmarks</h2>")
     if not bench:
         h.append("<p class='note'>Skipped: %s.</p>" % e(bench_note))
@@ -438,6 +555,8 @@ def main():
     ap.add_argument("--cost", required=True, help="JSON from `v4ref cost --json --sweep`")
     ap.add_argument("--verify", help="verification/test metrics JSON (optional)")
     ap.add_argument("--bench-dir", help="folder of Google Benchmark JSON files (optional)")
+    ap.add_argument("--accuracy", nargs="*", default=[],
+                    help="`v4ref bisect --json` reports to plot (optional)")
     ap.add_argument("--out", required=True, help="output folder")
     a = ap.parse_args()
     cost = load_cost(a.cost)
@@ -454,7 +573,10 @@ def main():
     table, tol = ratio_table(cost)
     verify, verify_note = load_verify(a.verify)
     bench, bench_note = load_bench(a.bench_dir)
-    write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, a.out, a.cost)
+    accuracy, accuracy_note = load_accuracy(a.accuracy)
+    accuracy_figs = [plot_accuracy(acc, a.out, i) for i, acc in enumerate(accuracy)]
+    write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, a.out, a.cost,
+                  accuracy, accuracy_note, accuracy_figs)
     bad = [r for r in table if "off by" in r[6]]
     print("wrote %s (%d figures); %s" % (
         os.path.join(a.out, "index.html"), len(figs),
