@@ -352,7 +352,10 @@ def load_accuracy(paths):
             r = p.get("ratio")
             r = float("inf") if r == "inf" else r
             m = p.get("metrics") or {}
-            pts.append({"name": p.get("name", "?"), "block": p.get("block", ""),
+            block = p.get("block", "")
+            if not block:  # model level: the embedding before the blocks, the head after them
+                block = "embed" if p.get("name") == "embed" else "head"
+            pts.append({"name": p.get("name", "?"), "block": block,
                         "local": p.get("local", p.get("name", "?")), "status": p.get("status", "?"),
                         "ratio": r, "rel_fro": m.get("rel_fro")})
         out.append({"label": label, "path": path, "mode": data.get("mode", "?"),
@@ -392,9 +395,9 @@ def plot_accuracy(acc, out, idx):
     ax.set_yscale("log")
     ax.set_ylim(1e-6, 2e3)
     ax.set_xticks(range(len(blocks)))
-    ax.set_xticklabels([b.rstrip(".") or "model" for b in blocks], rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels([b.rstrip(".") for b in blocks], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("error / tolerance (clipped to [1e-6, 1e3])")
-    ax.set_title("%s — %s, tolerance path %s" % (acc["label"], acc["mode"], acc["tol_path"]))
+    ax.set_title("%s\n(%s; tolerance: %s)" % (acc["label"], acc["mode"], acc["tol_path"]), fontsize=9)
     ax.legend(fontsize=6, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.grid(True, which="major", axis="y", alpha=0.3)
     fig.tight_layout()

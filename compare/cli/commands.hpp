@@ -12,6 +12,8 @@ void register_inspect(CLI::App& app);
 void register_make_checkpoint(CLI::App& app);
 void register_config(CLI::App& app);
 void register_cost(CLI::App& app);
+void register_replay(CLI::App& app);
+void register_bisect(CLI::App& app);
 void register_forward(CLI::App& app);  // forward and decode
 
 }  // namespace v4ref::cli

@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   v4ref::cli::register_make_checkpoint(app);
   v4ref::cli::register_config(app);
   v4ref::cli::register_cost(app);
+  v4ref::cli::register_replay(app);
+  v4ref::cli::register_bisect(app);
   v4ref::cli::register_forward(app);
   try {
     app.parse(argc, argv);

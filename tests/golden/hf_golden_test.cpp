@@ -26,9 +26,12 @@
 // block (HF has no MTP; docs/golden.md says how MTP is verified).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -325,6 +328,10 @@ TEST_P(HfGolden, V4refExactMatchesTheFloat64Oracle) {
   for (std::size_t i = 0; i < all_rows.size(); ++i) all_rows[i] = static_cast<std::int64_t>(i);
 
   std::map<std::string, ClassWorst> worst;  // by local key
+  // Per-point results for the report (written when V4REF_ACCURACY_DIR is set: scripts/verify),
+  // in the shape of `v4ref bisect --json` so reports/make_report.py plots them alike.
+  nlohmann::json points = nlohmann::json::array();
+  bool all_pass = true;
   std::printf("%s  (%s seed %lld, T = %zu)\n%-34s %-17s %10s %10s %10s\n", GetParam().c_str(), preset.c_str(),
               static_cast<long long>(seed), golden.tokens().size(), "point", "rows", "max_rel", "rel_fro", "max_abs");
   for (const std::string& name : golden.names()) {
@@ -358,6 +365,10 @@ TEST_P(HfGolden, V4refExactMatchesTheFloat64Oracle) {
                   name.c_str(), rows.c_str(), static_cast<long long>(sel.unexplained),
                   static_cast<long long>(sel.explained_swaps), static_cast<long long>(sel.rows));
       EXPECT_EQ(sel.unexplained, 0) << name << ": " << sel.first_problem;
+      all_pass = all_pass && sel.unexplained == 0;
+      points.push_back({{"name", name}, {"block", name.substr(0, name.size() - local.size())}, {"local", local},
+                        {"status", sel.unexplained == 0 ? "ok" : "FAIL"}, {"ratio", sel.unexplained == 0 ? 0.0 : 1e3},
+                        {"metrics", {{"unexplained_rows", sel.unexplained}, {"near_tie_swaps", sel.explained_swaps}}}});
       continue;
     }
 
@@ -374,6 +385,11 @@ TEST_P(HfGolden, V4refExactMatchesTheFloat64Oracle) {
     EXPECT_LE(s.max_rel, tol.max_rel) << name << " [" << tol.row << "] at [" << row_index[static_cast<std::size_t>(s.r)]
                                       << ", " << s.c << "]: v4ref " << s.got << ", oracle " << s.want;
     EXPECT_LE(s.rel_fro, tol.rel_fro) << name << " [" << tol.row << "]";
+    const double ratio = std::max(s.max_rel / tol.max_rel, s.rel_fro / tol.rel_fro);
+    all_pass = all_pass && ratio <= 1;
+    points.push_back({{"name", name}, {"block", name.substr(0, name.size() - local.size())}, {"local", local},
+                      {"status", ratio <= 1 ? "ok" : "FAIL"}, {"ratio", ratio},
+                      {"metrics", {{"rel_fro", s.rel_fro}, {"max_rel", s.max_rel}, {"max_abs", s.max_abs}}}});
     ClassWorst& w = worst[local];
     if (s.max_rel >= w.max_rel) {
       w.max_rel = s.max_rel;
@@ -383,6 +399,19 @@ TEST_P(HfGolden, V4refExactMatchesTheFloat64Oracle) {
       w.rel_fro = s.rel_fro;
       w.where_fro = name;
     }
+  }
+  if (const char* acc_dir = std::getenv("V4REF_ACCURACY_DIR"); acc_dir != nullptr && *acc_dir != 0) {
+    const std::string stem = fs::path(GetParam()).stem().string();
+    nlohmann::json report{{"tool", "hf_golden_test"},
+                           {"label", "v4ref exact vs HF float64 oracle, " + stem},
+                           {"a", file.string()},
+                           {"b", "v4ref exact"},
+                           {"mode", "chained"},
+                           {"path", "golden table (rel_fro 1e-12, max_rel 1e-10)"},
+                           {"pass", all_pass},
+                           {"points", points}};
+    fs::create_directories(acc_dir);
+    std::ofstream(fs::path(acc_dir) / ("golden-" + stem + ".json")) << report.dump(1) << "\n";
   }
   std::printf("worst per point class (%s):\n", GetParam().c_str());
   for (const auto& [local, w] : worst)

@@ -1,0 +1,841 @@
+// The runner's components (runner.hpp): input generators, calls into the fp64 reference, the
+// fp32 ports (baseline_fp32.cpp) and the case table.
+//
+// Tensor names per component (inputs -> outputs; [1, n] for vectors):
+//   rms_norm      x [T, n] bf16, weight [1, n] bf16 -> out [T, n]
+//   rope          x [T, H·Dh] bf16, positions [T, 1] -> out [T, H·Dh]
+//                 (last r dims of every head; the config's table, YaRN when dim yarn = 1)
+//   hadamard      x [T, k·n] bf16 -> out [T, k·n]
+//   sinkhorn      z [B, n·n] fp32 (row-major n x n logits) -> out [B, n·n]
+//   hc_pre        x [T, hc·d] bf16, fn [mix, hc·d], base [1, mix], scale [1, 3] fp32
+//                 -> u [T, d], pre [T, hc], post [T, hc], comb [T, hc²]
+//   hc_post       f [T, d] bf16, x [T, hc·d] bf16, post [T, hc], comb [T, hc²] fp32
+//                 -> out [T, hc·d]
+//   sink_attention
+//                 q [B, H·D] bf16, keys [n, D] bf16, sink [1, H] fp32 -> out [B, H·D]
+//                 (every query attends to all n keys, scale D^-1/2; n = 0: output 0)
+//   compressor, indexer_compressor
+//                 x [T, d] bf16, wkv, wgate [c·w, d] bf16, ape [m, c·w] fp32, norm [1, w] bf16
+//                 -> entries [T/m, w]
+//   index_scores  q [T, H·D] bf16, weights [T, H] bf16, keys [N, D] bf16, positions [T, 1]
+//                 -> scores [T, N] (−∞ invisible), topk_idx [T, K]
+//   router        z [T, d] bf16, gate [E, d] bf16, bias [1, E] fp32
+//                 -> scores [T, E], routed_idx [T, k], route_weights [T, k]
+//   expert        z [n, d] bf16, w1, w3 [I, d], w2 [d, I] fp4_block32, row_weight [n, 1] fp32
+//                 -> out [n, d]
+//   dequant_fp8   codes [R, C] e4m3 codes, scales [⌈R/128⌉, ⌈C/128⌉] ue8m0 bytes -> out [R, C]
+//   dequant_fp4   codes [R, C] e2m1 codes, scales [R, C/32] ue8m0 bytes -> out [R, C]
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <numeric>
+
+#include "v4ref/compare/baseline_fp32.hpp"
+#include "v4ref/compare/runner.hpp"
+#include "v4ref/ref/attention.hpp"
+#include "v4ref/ref/compressor.hpp"
+#include "v4ref/ref/config_json.hpp"
+#include "v4ref/ref/core/error.hpp"
+#include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/rng.hpp"
+#include "v4ref/ref/dequant.hpp"
+#include "v4ref/ref/hadamard.hpp"
+#include "v4ref/ref/indexer.hpp"
+#include "v4ref/ref/mhc.hpp"
+#include "v4ref/ref/moe.hpp"
+#include "v4ref/ref/norm.hpp"
+#include "v4ref/ref/rope.hpp"
+
+namespace v4ref::compare {
+
+namespace {
+
+using ref::Vec;
+
+// ------------------------------------------------------------------ generator helpers
+
+Rng rng_for(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols) {
+  return Rng(c.tensor_seed(tensor, {rows, cols}));
+}
+
+Mat normal(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
+           double sigma = 1.0, double mean = 0.0) {
+  Rng rng = rng_for(c, tensor, rows, cols);
+  Mat m(rows, cols);
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = rng.normal(mean, sigma);
+  return m;
+}
+
+Mat to_bf16(Mat m) {
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = fmt::round_bf16(m.data()[i]);
+  return m;
+}
+Mat to_fp32(Mat m) {
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = fmt::round_fp32(m.data()[i]);
+  return m;
+}
+
+Mat bf16_normal(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
+                double sigma = 1.0, double mean = 0.0) {
+  return to_bf16(normal(c, tensor, rows, cols, sigma, mean));
+}
+
+// Outlier channels (guide §7): max(1, 0.1% of the columns) columns scaled by `factor`.
+void outlier_channels(const Case& c, std::string_view tensor, Mat& m, double factor = 100.0) {
+  Rng rng = rng_for(c, std::string(tensor) + ".outliers", m.rows(), m.cols());
+  const std::int64_t n = std::max<std::int64_t>(1, m.cols() / 1000);
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto col = static_cast<Eigen::Index>(rng.below(static_cast<std::uint64_t>(m.cols())));
+    m.col(col) *= factor;
+  }
+  m = to_bf16(m);
+}
+
+Mat positions_mat(const std::vector<std::int64_t>& p) {
+  Mat m(static_cast<Eigen::Index>(p.size()), 1);
+  for (std::size_t i = 0; i < p.size(); ++i)
+    m(static_cast<Eigen::Index>(i), 0) = static_cast<double>(p[i]);
+  return m;
+}
+
+std::vector<std::int64_t> positions_of(const Mat& m) {
+  std::vector<std::int64_t> p(static_cast<std::size_t>(m.rows()));
+  for (Eigen::Index i = 0; i < m.rows(); ++i)
+    p[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(m(i, 0));
+  return p;
+}
+
+Vec row_vec(const Mat& m) { return Eigen::Map<const Vec>(m.data(), m.size()); }
+
+const char* dtype_if(const PrecisionPolicy& pol, QuantPoint p) {
+  return pol.on(p) ? "bf16" : "f64";
+}
+
+ref::RopeTable table_of(const ModelConfig& cfg, bool yarn) {
+  return ref::make_rope_table(yarn ? cfg.compress_rope_theta : cfg.rope_theta, yarn, cfg.yarn,
+                              cfg.rope_head_dim, cfg.max_position_embeddings);
+}
+
+ref::LinearWeight linear(const std::string& name, const Mat& w, ref::WeightStorage storage,
+                         bool act_q8) {
+  ref::LinearWeight lw;
+  lw.name = name;
+  lw.w = w;
+  lw.storage = storage;
+  lw.act_q8 = act_q8;
+  return lw;
+}
+
+// Weights stored as fp4 e2m1 codes with one ue8m0 scale per 32 columns: [rows, cols] values with
+// rms about `sigma`. format_extremes adds blocks of ±6 codes, all-zero blocks and extreme scales.
+Mat fp4_weight(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
+               double sigma) {
+  Rng rng = rng_for(c, tensor, rows, cols);
+  // rms of the 16 e2m1 values is about 3.2; pick the power-of-two scale that brings it to sigma.
+  const int e0 = static_cast<int>(std::lround(std::log2(sigma / 3.2)));
+  const bool extremes = c.kind == InputKind::kFormatExtremes;
+  Mat w(rows, cols);
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t b = 0; b < cols; b += 32) {
+      int e = e0;
+      int style = 0;  // 0 random codes, 1 all ±6, 2 all zero
+      if (extremes) {
+        const std::uint64_t r = rng.below(16);
+        style = r == 0 ? 1 : (r == 1 ? 2 : 0);
+        if (r == 2) e = e0 - 12;  // tiny block
+      }
+      for (std::int64_t j = b; j < std::min(cols, b + 32); ++j) {
+        std::uint8_t code = static_cast<std::uint8_t>(rng.below(16));
+        if (style == 1) code = static_cast<std::uint8_t>(0x7 | (rng.below(2) << 3));
+        if (style == 2) code = 0;
+        w(i, j) = fmt::e2m1_to_double(code) * std::ldexp(1.0, e);
+      }
+    }
+  return w;
+}
+
+// ------------------------------------------------------------------ components
+
+ComponentSpec rms_norm_spec() {
+  ComponentSpec s;
+  s.name = "rms_norm";
+  s.summary = "weighted RMSNorm per row (v4-forward.md §2.1)";
+  s.inputs = {"x", "weight"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t T = c.dim("T"), n = c.dim("n");
+    Mat x = bf16_normal(c, "x", T, n);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "x", x);
+    if (c.kind == InputKind::kFormatExtremes)  // rows far below and above unit scale
+      for (std::int64_t t = 0; t < T; ++t) x.row(t) *= std::ldexp(1.0, t % 2 == 0 ? -60 : 40);
+    TensorSet in;
+    in.put("x", to_bf16(x), "bf16");
+    in.put("weight", bf16_normal(c, "weight", 1, n, 0.1, 1.0), "bf16");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    TensorSet out;
+    out.put(
+        "out",
+        ref::rms_norm(k.inputs.at("x"), row_vec(k.inputs.at("weight")), k.cfg.norm_eps, k.policy),
+        dtype_if(k.policy, QuantPoint::kBf16Norm));
+    return out;
+  };
+  s.baseline_fp32 = fp32::rms_norm;
+  return s;
+}
+
+ComponentSpec rope_spec() {
+  ComponentSpec s;
+  s.name = "rope";
+  s.summary = "interleaved RoPE on the last r dims of every head (§2.3, §5.1)";
+  s.inputs = {"x", "positions"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), H = c.dim("H"), Dh = c.dim("Dh"), p0 = c.dim("p0");
+    std::vector<std::int64_t> pos = ref::position_range(p0, T);
+    if (c.kind == InputKind::kFormatExtremes) {  // positions spread up to the last valid one
+      Rng rng = rng_for(c, "positions", T, 1);
+      for (std::int64_t t = 0; t < T; ++t)
+        pos[static_cast<std::size_t>(t)] =
+            t == 0 ? cfg.max_position_embeddings - 1
+                   : static_cast<std::int64_t>(
+                         rng.below(static_cast<std::uint64_t>(cfg.max_position_embeddings)));
+    }
+    TensorSet in;
+    in.put("x", bf16_normal(c, "x", T, H * Dh), "bf16");
+    in.put("positions", positions_mat(pos), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    Mat x = k.inputs.at("x");
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    ref::apply_rope_heads_inplace(x, k.c.dim("H"), k.c.dim("Dh"), pos,
+                                  table_of(k.cfg, k.c.dim("yarn") != 0), k.policy);
+    TensorSet out;
+    out.put("out", std::move(x), dtype_if(k.policy, QuantPoint::kBf16Rope));
+    return out;
+  };
+  s.baseline_fp32 = fp32::rope;
+  return s;
+}
+
+ComponentSpec hadamard_spec() {
+  ComponentSpec s;
+  s.name = "hadamard";
+  s.summary = "Walsh-Hadamard rotation of every block of n columns (§2.4)";
+  s.inputs = {"x"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    Mat x = bf16_normal(c, "x", c.dim("T"), c.dim("k") * c.dim("n"));
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "x", x);
+    TensorSet in;
+    in.put("x", std::move(x), "bf16");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& x = k.inputs.at("x");
+    const std::int64_t n = k.c.dim("n");
+    Mat m(x.rows(), x.cols());  // M = n^{-1/2} Σ|x| over the block (every output of the block)
+    for (Eigen::Index t = 0; t < x.rows(); ++t)
+      for (Eigen::Index b = 0; b < x.cols(); b += n)
+        m.row(t).segment(b, n).setConstant(x.row(t).segment(b, n).cwiseAbs().sum() /
+                                           std::sqrt(static_cast<double>(n)));
+    TensorSet out;
+    out.put("out", ref::hadamard_blocks(x, n));
+    out.put("out.abs_bound", std::move(m));
+    return out;
+  };
+  s.baseline_fp32 = fp32::hadamard;
+  s.n_eff = [](const Case& c, const ModelConfig&, std::string_view) {
+    return std::log2(static_cast<double>(c.dim("n"))) + 1.0;
+  };
+  return s;
+}
+
+ComponentSpec sinkhorn_spec() {
+  ComponentSpec s;
+  s.name = "sinkhorn";
+  s.summary = "Sinkhorn-Knopp on hc x hc mixing logits (§4.3)";
+  s.inputs = {"z"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t n = c.dim("n");
+    // outliers: logits of scale 8 make the matrix nearly a permutation (exp underflow regime).
+    TensorSet in;
+    in.put("z",
+           to_fp32(normal(c, "z", c.dim("B"), n * n, c.kind == InputKind::kOutliers ? 8.0 : 1.0)),
+           "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& z = k.inputs.at("z");
+    const std::int64_t n = k.c.dim("n");
+    Mat out(z.rows(), z.cols());
+    for (Eigen::Index b = 0; b < z.rows(); ++b) {
+      const Mat zb = Eigen::Map<const Mat>(z.row(b).data(), n, n);
+      const Mat m = ref::sinkhorn(zb, k.c.dim("iters"), k.cfg.hc_eps);
+      out.row(b) = Eigen::Map<const Eigen::RowVectorXd>(m.data(), n * n);
+    }
+    TensorSet o;
+    o.put("out", std::move(out));
+    return o;
+  };
+  s.baseline_fp32 = fp32::sinkhorn;
+  return s;
+}
+
+ref::HcParams hc_params(const TensorSet& in) {
+  ref::HcParams p;
+  p.name = "case.hc";
+  p.fn = in.at("fn");
+  p.base = row_vec(in.at("base"));
+  p.scale = row_vec(in.at("scale"));
+  return p;
+}
+
+ComponentSpec hc_pre_spec() {
+  ComponentSpec s;
+  s.name = "hc_pre";
+  s.summary = "mHC pre: mixing logits, pre/post/comb coefficients, collapse (§4.1-4.4)";
+  s.inputs = {"x", "fn", "base", "scale"};
+  s.outputs = {"u", "pre", "post", "comb"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), dc = cfg.hc_dim(), mix = cfg.hc_mix_dim();
+    Mat x = bf16_normal(c, "x", T, dc);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "x", x);
+    TensorSet in;
+    in.put("x", std::move(x), "bf16");
+    in.put("fn", to_fp32(normal(c, "fn", mix, dc, 1.0 / std::sqrt(static_cast<double>(dc)))),
+           "f32");
+    in.put("base", to_fp32(normal(c, "base", 1, mix, 0.5)), "f32");
+    Rng rng = rng_for(c, "scale", 1, 3);
+    Mat scale(1, 3);
+    for (int i = 0; i < 3; ++i) scale(0, i) = fmt::round_fp32(rng.uniform(0.5, 2.0));
+    in.put("scale", std::move(scale), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const ref::HcPreResult r = ref::hc_pre(k.inputs.at("x"), hc_params(k.inputs), k.cfg, k.policy);
+    const std::int64_t hc = k.cfg.hc_mult, T = r.u.rows();
+    Mat pre(T, hc), post(T, hc), comb(T, hc * hc);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const ref::HcMix& m = r.mix[static_cast<std::size_t>(t)];
+      pre.row(t) = m.pre.transpose();
+      post.row(t) = m.post.transpose();
+      for (std::int64_t j = 0; j < hc; ++j)
+        for (std::int64_t i = 0; i < hc; ++i) comb(t, j * hc + i) = m.comb(j, i);
+    }
+    TensorSet out;
+    out.put("u", r.u, dtype_if(k.policy, QuantPoint::kBf16Residual));
+    out.put("pre", std::move(pre));
+    out.put("post", std::move(post));
+    out.put("comb", std::move(comb));
+    return out;
+  };
+  s.baseline_fp32 = fp32::hc_pre;
+  return s;
+}
+
+ComponentSpec hc_post_spec() {
+  ComponentSpec s;
+  s.name = "hc_post";
+  s.summary = "mHC post: X_new[k] = post_k f + sum_j C[j][k] X[j] (§4.4)";
+  s.inputs = {"f", "x", "post", "comb"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), hc = cfg.hc_mult;
+    TensorSet in;
+    in.put("f", bf16_normal(c, "f", T, cfg.dim), "bf16");
+    in.put("x", bf16_normal(c, "x", T, cfg.hc_dim()), "bf16");
+    Rng rng = rng_for(c, "coefficients", T, hc);
+    Mat post(T, hc), comb(T, hc * hc);
+    for (Eigen::Index i = 0; i < post.size(); ++i)
+      post.data()[i] = fmt::round_fp32(rng.uniform(0.0, 2.0));
+    for (Eigen::Index i = 0; i < comb.size(); ++i)
+      comb.data()[i] = fmt::round_fp32(rng.uniform(0.0, 2.0 / static_cast<double>(hc)));
+    in.put("post", std::move(post), "f32");
+    in.put("comb", std::move(comb), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::int64_t hc = k.cfg.hc_mult;
+    const Mat& post = k.inputs.at("post");
+    const Mat& comb = k.inputs.at("comb");
+    std::vector<ref::HcMix> mix(static_cast<std::size_t>(post.rows()));
+    for (Eigen::Index t = 0; t < post.rows(); ++t) {
+      ref::HcMix& m = mix[static_cast<std::size_t>(t)];
+      m.pre = Vec::Ones(hc);  // unused by hc_post
+      m.post = post.row(t).transpose();
+      m.comb = Eigen::Map<const Mat>(comb.row(t).data(), hc, hc);
+    }
+    TensorSet out;
+    out.put("out", ref::hc_post(k.inputs.at("f"), k.inputs.at("x"), mix, hc, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Residual));
+    return out;
+  };
+  s.baseline_fp32 = fp32::hc_post;
+  return s;
+}
+
+ComponentSpec sink_attention_spec() {
+  ComponentSpec s;
+  s.name = "sink_attention";
+  s.summary = "softmax attention with a per-head sink in the denominator (§5.4)";
+  s.inputs = {"q", "keys", "sink"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers, InputKind::kAllMasked};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t B = c.dim("B"), H = c.dim("H"), D = c.dim("D");
+    const std::int64_t n = c.kind == InputKind::kAllMasked ? 0 : c.dim("n");
+    // Logits q·k/sqrt(D) ~ N(0, sigma_q²): sigma 1 is a soft softmax, 8 (outliers) a sharp one.
+    TensorSet in;
+    in.put("q", bf16_normal(c, "q", B, H * D, c.kind == InputKind::kOutliers ? 8.0 : 1.0), "bf16");
+    in.put("keys", bf16_normal(c, "keys", n, D), "bf16");
+    in.put("sink", to_fp32(normal(c, "sink", 1, H)), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& q = k.inputs.at("q");
+    const std::int64_t H = k.c.dim("H"), D = k.c.dim("D");
+    const Vec sink = row_vec(k.inputs.at("sink"));
+    Mat o(q.rows(), q.cols());
+    for (Eigen::Index b = 0; b < q.rows(); ++b) {
+      const Mat qh = Eigen::Map<const Mat>(q.row(b).data(), H, D);
+      const Mat oh = ref::sink_attention(qh, k.inputs.at("keys"), sink,
+                                         1.0 / std::sqrt(static_cast<double>(D)), k.policy);
+      o.row(b) = Eigen::Map<const Eigen::RowVectorXd>(oh.data(), H * D);
+    }
+    TensorSet out;
+    out.put("out", std::move(o), dtype_if(k.policy, QuantPoint::kBf16AttnOut));
+    return out;
+  };
+  s.baseline_fp32 = fp32::sink_attention;
+  return s;
+}
+
+ComponentSpec compressor_spec(bool indexer) {
+  ComponentSpec s;
+  s.name = indexer ? "indexer_compressor" : "compressor";
+  s.summary = indexer ? "indexer key compressor: pooling, RMSNorm, RoPE, Hadamard, Q4 (§6, §7.1)"
+                      : "main KV compressor: pooling, RMSNorm, RoPE, Q8 (§6.1-6.3)";
+  s.inputs = {"x", "wkv", "wgate", "ape", "norm"};
+  s.outputs = {"entries"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [indexer](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), m = c.dim("m"), d = cfg.dim;
+    const std::int64_t w = indexer ? cfg.index_head_dim : cfg.head_dim, cw = (m == 4 ? 2 : 1) * w;
+    const double sd = 1.0 / std::sqrt(static_cast<double>(d));
+    Mat x = bf16_normal(c, "x", T, d);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "x", x);
+    TensorSet in;
+    in.put("x", std::move(x), "bf16");
+    in.put("wkv", bf16_normal(c, "wkv", cw, d, sd), "bf16");
+    in.put("wgate", bf16_normal(c, "wgate", cw, d, sd), "bf16");
+    in.put("ape", to_fp32(normal(c, "ape", m, cw, 0.5)), "f32");
+    in.put("norm", bf16_normal(c, "norm", 1, w, 0.1, 1.0), "bf16");
+    return in;
+  };
+  s.reference = [indexer](const ComponentCall& k) {
+    ref::CompressorWeights w;
+    w.prefix = "case.compressor.";
+    w.kind = indexer ? ref::CompressorKind::kIndexer : ref::CompressorKind::kMain;
+    w.ratio = static_cast<int>(k.c.dim("m"));
+    w.width = k.inputs.at("norm").cols();
+    w.wkv = linear("case.compressor.wkv", k.inputs.at("wkv"), ref::WeightStorage::kBf16, false);
+    w.wgate =
+        linear("case.compressor.wgate", k.inputs.at("wgate"), ref::WeightStorage::kBf16, false);
+    w.ape = k.inputs.at("ape");
+    w.norm = row_vec(k.inputs.at("norm"));
+    TensorSet out;
+    out.put(
+        "entries",
+        ref::compress_prefill(k.inputs.at("x"), w, table_of(k.cfg, true), k.cfg.norm_eps, k.policy),
+        k.policy.on(QuantPoint::kBf16Rope) && !indexer ? "bf16" : "f64");
+    return out;
+  };
+  s.baseline_fp32 = fp32::compressor;
+  return s;
+}
+
+ComponentSpec index_scores_spec() {
+  ComponentSpec s;
+  s.name = "index_scores";
+  s.summary = "lightning-indexer scores and the top-k selection (§7.3, guide §9)";
+  s.inputs = {"q", "weights", "keys", "positions"};
+  s.outputs = {"scores", "topk_idx"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies, InputKind::kAllMasked};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t T = c.dim("T"), H = c.dim("H"), D = c.dim("D");
+    const std::int64_t p0 = c.kind == InputKind::kAllMasked ? 0 : c.dim("p0");
+    const std::int64_t N = (p0 + T) / 4;
+    Mat keys = bf16_normal(c, "keys", N, D);
+    Mat wi = bf16_normal(c, "weights", T, H, 1.0 / std::sqrt(static_cast<double>(H * D)));
+    if (c.kind == InputKind::kTopkTies) {
+      for (std::int64_t j = 1; j < N; j += 3) keys.row(j) = keys.row(j - 1);  // duplicated keys
+      wi.row(0).setZero();  // every score of query 0 is exactly 0: the tie rule decides alone
+    }
+    TensorSet in;
+    in.put("q", bf16_normal(c, "q", T, H * D), "bf16");
+    in.put("weights", std::move(wi), "bf16");
+    in.put("keys", std::move(keys), "bf16");
+    in.put("positions", positions_mat(ref::position_range(p0, T)), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    const std::int64_t H = k.c.dim("H"), D = k.c.dim("D"), K = k.c.dim("K");
+    Mat scores = ref::index_scores(k.inputs.at("q"), k.inputs.at("weights"), k.inputs.at("keys"),
+                                   pos, H, D, k.policy);
+    Mat topk = Mat::Constant(scores.rows(), K, -1.0);
+    for (Eigen::Index t = 0; t < scores.rows(); ++t) {
+      const std::vector<std::int64_t> sel = ref::index_topk(
+          std::span<const double>(scores.row(t).data(), static_cast<std::size_t>(scores.cols())),
+          pos[static_cast<std::size_t>(t)], K);
+      for (std::size_t i = 0; i < sel.size(); ++i)
+        topk(t, static_cast<Eigen::Index>(i)) = static_cast<double>(sel[i]);
+    }
+    TensorSet out;
+    out.put("scores", std::move(scores), dtype_if(k.policy, QuantPoint::kBf16IndexScore));
+    out.put("topk_idx", std::move(topk), "index");
+    return out;
+  };
+  s.baseline_fp32 = fp32::index_scores;
+  return s;
+}
+
+ComponentSpec router_spec() {
+  ComponentSpec s;
+  s.name = "router";
+  s.summary = "MoE router: sqrt(softplus) scores, biased top-k, normalised weights (§9.1)";
+  s.inputs = {"z", "gate", "bias"};
+  s.outputs = {"scores", "routed_idx", "route_weights"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies};
+  s.align_by = {{"route_weights", "routed_idx"}};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), E = c.dim("E"), d = cfg.dim;
+    Mat gate = bf16_normal(c, "gate", E, d, 1.0 / std::sqrt(static_cast<double>(d)));
+    Mat bias = to_fp32(normal(c, "bias", 1, E, 0.1));
+    if (c.kind == InputKind::kTopkTies) {  // experts 0 and 1 identical: equal selection scores
+      gate.row(1) = gate.row(0);
+      bias(0, 1) = bias(0, 0);
+    }
+    TensorSet in;
+    in.put("z", bf16_normal(c, "z", T, d), "bf16");
+    in.put("gate", std::move(gate), "bf16");
+    in.put("bias", std::move(bias), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& gate = k.inputs.at("gate");
+    ref::MoeWeights w;
+    w.prefix = "case.ffn.";
+    w.dim = gate.cols();
+    w.n_experts = gate.rows();
+    w.n_activated = k.c.dim("k");
+    w.route_scale = k.cfg.route_scale;
+    w.gate = linear("case.ffn.gate", gate, ref::WeightStorage::kBf16, false);
+    w.bias = row_vec(k.inputs.at("bias"));
+    const ref::Routing r = ref::route(k.inputs.at("z"), {}, w);
+    Mat sel = r.scores;
+    for (Eigen::Index t = 0; t < sel.rows(); ++t) sel.row(t) += k.inputs.at("bias");
+    TensorSet out;
+    out.put("scores", r.scores);
+    out.put("routed_idx", r.experts.cast<double>(), "index");
+    out.put("route_weights", r.weights);
+    out.put("selection_scores", std::move(sel));
+    return out;
+  };
+  s.baseline_fp32 = fp32::router;
+  return s;
+}
+
+ComponentSpec expert_spec() {
+  ComponentSpec s;
+  s.name = "expert";
+  s.summary = "one clamped-SwiGLU expert with fp4 weights and a route weight (§9.2, §9.3)";
+  s.inputs = {"z", "w1", "w2", "w3", "row_weight"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t n = c.dim("n"), d = cfg.dim, I = c.dim("I");
+    Mat z = bf16_normal(c, "z", n, d);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "z", z);  // drives the SwiGLU clamps
+    Rng rng = rng_for(c, "row_weight", n, 1);
+    Mat rw(n, 1);
+    for (std::int64_t i = 0; i < n; ++i) rw(i, 0) = fmt::round_fp32(rng.uniform(0.05, 1.0));
+    TensorSet in;
+    in.put("z", std::move(z), "bf16");
+    in.put("w1", fp4_weight(c, "w1", I, d, 1.0 / std::sqrt(static_cast<double>(d))), "fp4_block32");
+    in.put("w2", fp4_weight(c, "w2", d, I, 1.0 / std::sqrt(static_cast<double>(I))), "fp4_block32");
+    in.put("w3", fp4_weight(c, "w3", I, d, 1.0 / std::sqrt(static_cast<double>(d))), "fp4_block32");
+    in.put("row_weight", std::move(rw), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    ref::ExpertWeights ew;
+    ew.w1 = linear("case.expert.w1", k.inputs.at("w1"), ref::WeightStorage::kFp4, true);
+    ew.w2 = linear("case.expert.w2", k.inputs.at("w2"), ref::WeightStorage::kFp4, true);
+    ew.w3 = linear("case.expert.w3", k.inputs.at("w3"), ref::WeightStorage::kFp4, true);
+    const Mat& rw = k.inputs.at("row_weight");
+    TensorSet out;
+    out.put("out",
+            ref::expert_forward(
+                ew, k.inputs.at("z"), k.cfg.swiglu_limit,
+                std::span<const double>(rw.data(), static_cast<std::size_t>(rw.size())), k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Linear));
+    return out;
+  };
+  s.baseline_fp32 = fp32::expert;
+  return s;
+}
+
+// A TensorView over bytes owned by the caller (no file behind it).
+TensorView byte_view(const std::string& name, DType dtype, const Shape& shape,
+                     const std::vector<std::uint8_t>& bytes) {
+  TensorInfo info;
+  info.name = name;
+  info.dtype = dtype;
+  info.shape = shape;
+  info.begin = 0;
+  info.end = bytes.size();
+  return TensorView(
+      nullptr, info,
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+}
+
+std::vector<std::uint8_t> bytes_of(const Mat& m) {
+  std::vector<std::uint8_t> b(static_cast<std::size_t>(m.size()));
+  for (Eigen::Index i = 0; i < m.size(); ++i)
+    b[static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(m.data()[i]);
+  return b;
+}
+
+Mat scale_bytes(const Case& c, std::int64_t rows, std::int64_t cols) {
+  Rng rng = rng_for(c, "scales", rows, cols);
+  Mat s(rows, cols);
+  const bool ext = c.kind == InputKind::kFormatExtremes;
+  for (Eigen::Index i = 0; i < s.size(); ++i) {
+    // Typical weight scales 2^-12 .. 2^-4; extremes 2^-110 and 2^+110 (products stay inside fp32).
+    int e = 119 + static_cast<int>(rng.below(9));
+    if (ext && i % 3 == 0) e = (i % 2 == 0) ? 127 - 110 : 127 + 110;
+    s.data()[i] = e;
+  }
+  return s;
+}
+
+ComponentSpec dequant_fp8_spec() {
+  ComponentSpec s;
+  s.name = "dequant_fp8";
+  s.summary = "e4m3 codes x ue8m0 scales per 128x128 block (§1.5, §15.6)";
+  s.inputs = {"codes", "scales"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t R = c.dim("R"), C = c.dim("C");
+    Rng rng = rng_for(c, "codes", R, C);
+    Mat codes(R, C);
+    // format_extremes: ±448 (0x7E/0xFE), subnormals (0x01..0x07), ±0, else uniform non-NaN codes.
+    const std::uint8_t special[] = {0x7E, 0xFE, 0x01, 0x81, 0x07, 0x87, 0x00, 0x80};
+    for (Eigen::Index i = 0; i < codes.size(); ++i) {
+      std::uint8_t b = 0;
+      do b = static_cast<std::uint8_t>(rng.below(256));
+      while ((b & 0x7F) == 0x7F);
+      if (c.kind == InputKind::kFormatExtremes && rng.below(2) == 0) b = special[rng.below(8)];
+      codes.data()[i] = b;
+    }
+    TensorSet in;
+    in.put("codes", std::move(codes), "e4m3");
+    in.put("scales", scale_bytes(c, (R + 127) / 128, (C + 127) / 128), "ue8m0");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& codes = k.inputs.at("codes");
+    const Mat& scales = k.inputs.at("scales");
+    const std::vector<std::uint8_t> cb = bytes_of(codes), sb = bytes_of(scales);
+    const Fp8BlockWeight w(
+        byte_view("case.weight", DType::kF8E4M3, {codes.rows(), codes.cols()}, cb),
+        byte_view("case.scale", DType::kF8E8M0, {scales.rows(), scales.cols()}, sb));
+    const std::vector<double> v = w.dequant_all();
+    TensorSet out;
+    out.put("out", Eigen::Map<const Mat>(v.data(), codes.rows(), codes.cols()));
+    return out;
+  };
+  s.baseline_fp32 = fp32::dequant_fp8;
+  return s;
+}
+
+ComponentSpec dequant_fp4_spec() {
+  ComponentSpec s;
+  s.name = "dequant_fp4";
+  s.summary = "packed e2m1 codes x ue8m0 scales per 1x32 block (§15.5, §15.6)";
+  s.inputs = {"codes", "scales"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t R = c.dim("R"), C = c.dim("C");
+    Rng rng = rng_for(c, "codes", R, C);
+    Mat codes(R, C);
+    for (Eigen::Index i = 0; i < codes.size(); ++i) {
+      std::uint64_t b = rng.below(16);
+      if (c.kind == InputKind::kFormatExtremes && rng.below(2) == 0)
+        b = (rng.below(2) << 3) | (rng.below(2) ? 7 : 1);
+      codes.data()[i] = static_cast<double>(b);
+    }
+    TensorSet in;
+    in.put("codes", std::move(codes), "e2m1");
+    in.put("scales", scale_bytes(c, R, C / 32), "ue8m0");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& codes = k.inputs.at("codes");
+    const Mat& scales = k.inputs.at("scales");
+    std::vector<std::uint8_t> packed(static_cast<std::size_t>(codes.size() / 2));
+    for (Eigen::Index i = 0; i < codes.rows(); ++i)
+      for (Eigen::Index j = 0; j < codes.cols(); j += 2)
+        packed[static_cast<std::size_t>((i * codes.cols() + j) / 2)] = fmt::fp4_pack(
+            static_cast<std::uint8_t>(codes(i, j)), static_cast<std::uint8_t>(codes(i, j + 1)));
+    const std::vector<std::uint8_t> sb = bytes_of(scales);
+    const Fp4ExpertWeight w(
+        byte_view("case.weight", DType::kI8, {codes.rows(), codes.cols() / 2}, packed),
+        byte_view("case.scale", DType::kF8E8M0, {scales.rows(), scales.cols()}, sb));
+    const std::vector<double> v = w.dequant_all();
+    TensorSet out;
+    out.put("out", Eigen::Map<const Mat>(v.data(), codes.rows(), codes.cols()));
+    return out;
+  };
+  s.baseline_fp32 = fp32::dequant_fp4;
+  return s;
+}
+
+}  // namespace
+
+const std::vector<ComponentSpec>& components() {
+  static const std::vector<ComponentSpec> specs = {
+      rms_norm_spec(),       rope_spec(),         hadamard_spec(),       sinkhorn_spec(),
+      hc_pre_spec(),         hc_post_spec(),      sink_attention_spec(), compressor_spec(false),
+      compressor_spec(true), index_scores_spec(), router_spec(),         expert_spec(),
+      dequant_fp8_spec(),    dequant_fp4_spec()};
+  return specs;
+}
+
+const ComponentSpec& component(std::string_view name) {
+  std::string names;
+  for (const ComponentSpec& s : components()) {
+    if (s.name == name) return s;
+    names += (names.empty() ? "" : ", ") + s.name;
+  }
+  throw ConfigError("unknown component \"" + std::string(name) + "\"; registered: " + names);
+}
+
+const ModelConfig& case_config(const Case& c) {
+  static std::mutex mu;
+  static std::map<std::string, ModelConfig> cache;
+  std::lock_guard lock(mu);
+  auto it = cache.find(c.config);
+  if (it == cache.end()) it = cache.emplace(c.config, preset_config(c.config)).first;
+  return it->second;
+}
+
+// ------------------------------------------------------------------ the case table
+
+std::vector<Case> case_table(std::uint64_t global_seed) {
+  using K = InputKind;
+  using P = PrecisionMode;
+  std::vector<Case> out;
+  auto add = [&](std::string component, std::string config,
+                 std::vector<std::pair<std::string, std::int64_t>> dims, K kind, P mode,
+                 bool slow = false) {
+    Case c;
+    c.component = std::move(component);
+    c.config = std::move(config);
+    c.dims = std::move(dims);
+    c.kind = kind;
+    c.mode = mode;
+    c.global_seed = global_seed;
+    c.slow = slow;
+    out.push_back(std::move(c));
+  };
+  const std::string tf = "tiny-flash", fl = "v4-flash";
+  // tiny-flash: d = 128, H = 4, D = 128, r = 64, hc = 4, H_I = 4, D_I = 128, K_I = 32, E = 8,
+  // k_e = 2, I = 128. Real shapes: V4-Flash (d = 4096, H = 64, D = 512, H_I = 64, K_I = 512,
+  // E = 256, k_e = 6, I = 2048, max position 2^20). Odd sizes (17, 31) on purpose.
+  for (K k : {K::kRandom, K::kOutliers, K::kFormatExtremes})
+    add("rms_norm", tf, {{"T", 17}, {"n", 128}}, k, P::kExact);
+  add("rms_norm", tf, {{"T", 17}, {"n", 128}}, K::kRandom, P::kOfficial);
+  add("rms_norm", fl, {{"T", 4}, {"n", 4096}}, K::kRandom, P::kOfficial);
+
+  add("rope", tf, {{"T", 31}, {"H", 4}, {"Dh", 128}, {"yarn", 0}, {"p0", 0}}, K::kRandom,
+      P::kExact);
+  add("rope", tf, {{"T", 31}, {"H", 4}, {"Dh", 128}, {"yarn", 1}, {"p0", 100}}, K::kRandom,
+      P::kOfficial);
+  add("rope", tf, {{"T", 8}, {"H", 4}, {"Dh", 128}, {"yarn", 1}, {"p0", 0}}, K::kFormatExtremes,
+      P::kOfficial);
+  add("rope", fl, {{"T", 2}, {"H", 64}, {"Dh", 512}, {"yarn", 1}, {"p0", 1048574}}, K::kRandom,
+      P::kOfficial);
+
+  for (K k : {K::kRandom, K::kOutliers})
+    add("hadamard", tf, {{"T", 17}, {"k", 4}, {"n", 128}}, k, P::kExact);
+  add("hadamard", fl, {{"T", 4}, {"k", 64}, {"n", 128}}, K::kRandom, P::kExact);
+
+  for (K k : {K::kRandom, K::kOutliers})
+    add("sinkhorn", tf, {{"B", 64}, {"n", 4}, {"iters", 20}}, k, P::kExact);
+
+  for (K k : {K::kRandom, K::kOutliers}) add("hc_pre", tf, {{"T", 17}}, k, P::kExact);
+  add("hc_pre", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
+  add("hc_pre", fl, {{"T", 2}}, K::kRandom, P::kExact);
+
+  add("hc_post", tf, {{"T", 17}}, K::kRandom, P::kExact);
+  add("hc_post", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
+  add("hc_post", fl, {{"T", 2}}, K::kRandom, P::kExact);
+
+  for (K k : {K::kRandom, K::kOutliers, K::kAllMasked})
+    add("sink_attention", tf, {{"B", 5}, {"H", 4}, {"D", 128}, {"n", 150}}, k, P::kExact);
+  add("sink_attention", tf, {{"B", 5}, {"H", 4}, {"D", 128}, {"n", 150}}, K::kRandom, P::kOfficial);
+  add("sink_attention", fl, {{"B", 1}, {"H", 64}, {"D", 512}, {"n", 640}}, K::kRandom, P::kExact);
+
+  for (K k : {K::kRandom, K::kOutliers}) add("compressor", tf, {{"T", 67}, {"m", 4}}, k, P::kExact);
+  add("compressor", tf, {{"T", 67}, {"m", 4}}, K::kRandom, P::kOfficial);
+  add("compressor", tf, {{"T", 257}, {"m", 128}}, K::kRandom, P::kExact);
+  add("compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, P::kExact, true);
+
+  for (K k : {K::kRandom, K::kOutliers})
+    add("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, k, P::kExact);
+  add("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kRandom, P::kOfficial);
+  add("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, P::kOfficial, true);
+
+  const std::vector<std::pair<std::string, std::int64_t>> idx = {
+      {"T", 16}, {"p0", 200}, {"H", 4}, {"D", 128}, {"K", 32}};
+  for (K k : {K::kRandom, K::kTopkTies, K::kAllMasked}) add("index_scores", tf, idx, k, P::kExact);
+  add("index_scores", tf, idx, K::kRandom, P::kOfficial);
+  add("index_scores", fl, {{"T", 2}, {"p0", 4094}, {"H", 64}, {"D", 128}, {"K", 512}}, K::kRandom,
+      P::kExact);
+
+  for (K k : {K::kRandom, K::kTopkTies})
+    add("router", tf, {{"T", 17}, {"E", 8}, {"k", 2}}, k, P::kExact);
+  add("router", fl, {{"T", 4}, {"E", 256}, {"k", 6}}, K::kRandom, P::kExact);
+
+  for (K k : {K::kRandom, K::kOutliers, K::kFormatExtremes})
+    add("expert", tf, {{"n", 9}, {"I", 128}}, k, P::kExact);
+  add("expert", tf, {{"n", 9}, {"I", 128}}, K::kRandom, P::kQat);
+  add("expert", tf, {{"n", 9}, {"I", 128}}, K::kRandom, P::kOfficial);
+  add("expert", fl, {{"n", 2}, {"I", 2048}}, K::kRandom, P::kOfficial, true);
+
+  for (K k : {K::kRandom, K::kFormatExtremes})
+    add("dequant_fp8", tf, {{"R", 200}, {"C", 300}}, k, P::kExact);
+  add("dequant_fp8", fl, {{"R", 512}, {"C", 1024}}, K::kRandom, P::kExact);
+  for (K k : {K::kRandom, K::kFormatExtremes})
+    add("dequant_fp4", tf, {{"R", 64}, {"C", 256}}, k, P::kExact);
+  add("dequant_fp4", fl, {{"R", 256}, {"C", 2048}}, K::kRandom, P::kExact);
+  return out;
+}
+
+}  // namespace v4ref::compare

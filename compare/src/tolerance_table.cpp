@@ -1,0 +1,375 @@
+// THE tolerance table (guide/verification.md §4, §5): every tolerance of compare/ is a row here,
+// keyed by (output, precision path), with the derivation of its constants. Rules and paths are
+// defined in tolerance.hpp. Never change a constant to make a run pass: derive it, or measure
+// it with a seed sweep (label slow) and write the measurement into the reason.
+//
+// Notation: u32 = 2^-24, u64 = 2^-53, u_bf16 = 2^-8; B = the runner's fp32 baseline (a plain fp32
+// port of the component with the case's storage rounding, runner.hpp); "c = 2" on a baseline row
+// is the FlashAttention forward rule (Dao-AILab/flash-attention tests/test_flash_attn.py:
+// max_abs(K, R) <= 2 max_abs(B, R) + floor).
+#include <array>
+
+#include "v4ref/compare/tolerance.hpp"
+
+namespace v4ref::compare {
+
+namespace {
+
+using R = Rule;
+
+// Shared reasons (each row still states its own constants).
+constexpr std::string_view kBaselineFwd =
+    "FlashAttention forward rule: an implementation may be at most twice as far from Rq as a plain "
+    "fp32 port of the same formula (B, fp32 accumulation, same storage rounding); floor 2 ulp of "
+    "the "
+    "output type at max(|r|, rms(r)) keeps B == Rq (exactly representable results) from giving a "
+    "zero allowance.";
+constexpr std::string_view kFp64Order =
+    "Two fp64 evaluations of the same formula differ only by operation order: <= gamma_n "
+    "sum|terms| "
+    "with n <= 2^13 terms (longest reduction of the real configs: hc*d = 28672 < 2^15 for the mHC "
+    "GEMV, 2^13 elsewhere) and |terms|/|r| <= 2^2 on non-cancelling data gives n*u64*4 = 2^-38 "
+    "worst case; random-order errors grow like sqrt(n) (Higham & Mary), so 2^-40 |r| + 2^-40 "
+    "rms(r) "
+    "holds with a 4x margin on the measured worst cases of the case table and still catches any "
+    "wrong formula (whose error is >= 1e-8 relative).";
+constexpr std::string_view kExactOp =
+    "No arithmetic freedom: decoding a stored code times a power-of-two scale is exact in any "
+    "format that holds the result (fp32 holds every e4m3*ue8m0 and e2m1*ue8m0 product in range).";
+
+constexpr std::string_view kNearTie =
+    "Guide §9: selections may differ only by swaps whose reference scores lie within tau_j = "
+    "2 * allowed_j(scores) of the k-th score (both sides may legitimately order two scores that "
+    "differ by less than their error bounds either way); the scores row of the same path gives "
+    "allowed_j.";
+constexpr std::string_view kNearTieRoute =
+    "Guide §9 applied to the selection scores s_e + bias_e (the bias is exact): tau_j = 2 * "
+    "allowed_j(router.scores) of the same path.";
+
+constexpr std::array kRows = {
+    // ---------------------------------------------------------------- runner, fp32 tight gates
+    ToleranceRow{"rms_norm.out", "fp32", R::kBaseline, 2, 2, 0, {}, {}, kBaselineFwd},
+    ToleranceRow{"rope.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): the error is dominated by the fp32 angle "
+                 "p*omega (absolute error up to p*omega*u32, 0.06 rad at p = 2^20), which no "
+                 "elementwise bound in |r| captures; B forms the angle the same textbook way."},
+    ToleranceRow{
+        "hadamard.out",
+        "fp32",
+        R::kBound,
+        1,
+        2,
+        0,
+        {},
+        {},
+        "Derived bound, kappa = 1: every output of the butterfly is a sum of n terms "
+        "+-x_k evaluated by a tree of depth log2(n) followed by one scaling, so "
+        "|err| <= gamma_{log2 n + 1} * n^{-1/2} sum|x_k| (Higham ch. 3; n_eff = log2 n + 1, "
+        "M = n^{-1/2} sum_k |x_k|). Deterministic, hence kappa = 1 with no margin needed. "
+        "The fp32 port measures 0.05-0.13 of it."},
+    ToleranceRow{"sinkhorn.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): 20 alternating normalisations are contractive but a "
+                 "closed-form bound is loose (guide §5 mhc.comb row); B in fp32 gives the scale."},
+    ToleranceRow{"hc_pre.u", "fp32", R::kBaseline, 2, 2, 0, {}, {}, kBaselineFwd},
+    ToleranceRow{"hc_pre.pre",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): sigmoid of a length-hc*d GEMV scaled by 1/rms; guide §5 "
+                 "mhc.pre row."},
+    ToleranceRow{"hc_pre.post",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): as hc_pre.pre (2*sigmoid)."},
+    ToleranceRow{"hc_pre.comb",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): Sinkhorn of the mixing logits; guide §5 mhc.comb row."},
+    ToleranceRow{"hc_post.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): hc + 1 products per element, one optional bf16 store; "
+                 "guide §5 mhc.x_out row."},
+    ToleranceRow{"sink_attention.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2), the FlashAttention forward rule itself: softmax with a "
+                 "sink, then P*V; guide §5 csa.out row."},
+    ToleranceRow{"compressor.entries",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): projections (length d), per-channel softmax pooling, "
+                 "RMSNorm, RoPE; with the Q8 point on, a code flip between K and Rq must be "
+                 "explained (guide §2) and B's own flips enter max_abs(B, R)."},
+    ToleranceRow{"indexer_compressor.entries",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): as compressor.entries, then the Hadamard rotation and "
+                 "(qat/official) Q4."},
+    ToleranceRow{"index_scores.scores",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): H_I dot products of length D_I, ReLU, weighted head sum; "
+                 "under bf16_index_scores every step is a bf16 store, so the floor is 2 bf16 ulp."},
+    ToleranceRow{"index_scores.topk_idx", "fp32", R::kNearTieSet, 2, 0, 0, "scores",
+                 "index_scores.scores", kNearTie},
+    ToleranceRow{"router.scores",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): fp32 GEMV of length d, sqrt(softplus(.))."},
+    ToleranceRow{"router.routed_idx", "fp32", R::kNearTieSet, 2, 0, 0, "selection_scores",
+                 "router.scores", kNearTieRoute},
+    ToleranceRow{"router.route_weights",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): k_e scores normalised by their plain sum, compared per "
+                 "expert id (aligned by routed_idx, swapped experts excluded)."},
+    ToleranceRow{"expert.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): two GEMMs of lengths d and I around a clamped SwiGLU; "
+                 "weights are exact (the stored fp4/fp8 values), inputs identical."},
+    ToleranceRow{"dequant_fp8.out", "*", R::kExact, 0, 0, 0, {}, {}, kExactOp},
+    ToleranceRow{"dequant_fp4.out", "*", R::kExact, 0, 0, 0, {}, {}, kExactOp},
+
+    // ---------------------------------------------------------------- runner, fp64 implementations
+    ToleranceRow{"rms_norm.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"rope.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hadamard.out",
+                 "fp64",
+                 R::kBound,
+                 1,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Derived bound with u64 (see the fp32 row): gamma_{log2 n + 1} * M."},
+    ToleranceRow{"sinkhorn.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_pre.u", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_pre.pre", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_pre.post", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_pre.comb", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_post.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"sink_attention.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{
+        "indexer_compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{
+        "index_scores.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"index_scores.topk_idx", "fp64", R::kNearTieSet, 2, 0, 0, "scores",
+                 "index_scores.scores", kNearTie},
+    ToleranceRow{"router.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"router.routed_idx", "fp64", R::kNearTieSet, 2, 0, 0, "selection_scores",
+                 "router.scores", kNearTieRoute},
+    ToleranceRow{
+        "router.route_weights", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"expert.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+
+    // ---------------------------------------------------------------- runner, loose gates (K vs
+    // Rx)
+    ToleranceRow{
+        "rms_norm.out",
+        "loose",
+        R::kStatistical,
+        0x1p-8,
+        0,
+        1e-5,
+        {},
+        {},
+        "One bf16 store of the output: every element has relative error <= u_bf16 = 2^-8, "
+        "so rel_fro <= 2^-8 is a bound; cos_diff ~ rel_rms^2 / 2 with rel_rms <= "
+        "u_bf16/sqrt(3) = 2.3e-3 gives 2.5e-6, gated at 1e-5 (4x). Measured: rel_fro 1.7e-3, "
+        "cos_diff 1.4e-6 (tiny-flash and v4-flash official cases)."},
+    ToleranceRow{
+        "compressor.entries",
+        "loose",
+        R::kStatistical,
+        0.08,
+        0,
+        1e-3,
+        {},
+        {},
+        "Q8 (e4m3, 3 mantissa bits, RNE) on the nope dims: relative error <= 2^-4 per "
+        "normal code, plus the bf16 stores upstream (pooled, norm, rope: 3 * 2^-8 before "
+        "the norm's amplification ~1) gives rel_fro <= 2^-4 + 2^-6.4 < 0.08; cos_diff 1e-3 "
+        "is the guide's loose FP8 level (§5 indexer.logits / compressor rows). Measured: "
+        "rel_fro 0.019, cos_diff 1.9e-4 (compressor/tiny-flash/T67_m4/random/official)."},
+    ToleranceRow{"indexer_compressor.entries",
+                 "loose",
+                 R::kStatistical,
+                 0.3,
+                 0,
+                 5e-2,
+                 {},
+                 {},
+                 "Q4 (e2m1, 1 mantissa bit) on every dim after the Hadamard rotation: relative "
+                 "error <= 2^-2 per normal code (values below 0.25 * scale flush to 0 or 0.5 * "
+                 "scale, absolute error <= scale/4 <= amax/24), so rel_fro <= 0.25 + 0.05; "
+                 "cos_diff: uniform-in-step model E[(err/x)^2] = (0.7)^2/12 = 0.04 -> 0.02, gated "
+                 "at 5e-2 (2.5x). Measured: rel_fro 0.115 / 0.112, cos_diff 6.6e-3 / 6.3e-3 "
+                 "(tiny-flash / v4-flash official cases)."},
+    ToleranceRow{"index_scores.scores",
+                 "loose",
+                 R::kStatistical,
+                 0x1p-6,
+                 0,
+                 1e-4,
+                 {},
+                 {},
+                 "bf16_index_scores rounds the dot, the weighted term and the head sum to bf16: "
+                 "3 relative errors of <= 2^-8 on a sum of non-negative ReLU terms (no "
+                 "cancellation across heads) gives rel_fro <= 3 * 2^-8 < 2^-6; cos_diff ~ "
+                 "3 * 2.5e-6 = 7.5e-6, gated at 1e-4. Measured: rel_fro 2.7e-3, cos_diff 3.7e-6."},
+    ToleranceRow{"expert.out",
+                 "loose",
+                 R::kStatistical,
+                 0.1,
+                 0,
+                 3e-3,
+                 {},
+                 {},
+                 "W4A8: Q8 on the input of w1/w3 and on hid before w2. e4m3 RNE has relative "
+                 "spacing 2^-4..2^-3 (mean 0.09), so each Q8 adds relative rms noise 0.09/sqrt(12) "
+                 "= 0.026 that a random-weight GEMV passes through unchanged in relative terms; "
+                 "three independent sources (g, p, hid) give rel ~ sqrt(3) * 0.026 = 0.045 "
+                 "(measured 0.046 qat / 0.042 official on tiny-flash, 0.046 on v4-flash), i.e. "
+                 "cos_diff ~ rel^2/2 = 1.0e-3: gated at 3e-3 and rel_fro <= 0.1 (2-3x margins). "
+                 "The guide's 1e-3 for moe.out is too tight for one expert by this model "
+                 "(measured 1.09e-3)."},
+
+    // ---------------------------------------------------------------- trace points (v4ref bisect)
+    ToleranceRow{"trace.attn.topk_idx", "*", R::kNearTieSet, 2, 0, 0, "attn.index_scores",
+                 "trace.attn.index_scores",
+                 "Guide §9 on the trace: a swap is explained when the A-side scores of every "
+                 "swapped entry lie within tau = 2 * max(observed |s_B - s_A| of the row, allowed "
+                 "rel_fro * rms(s_A row)) of the k-th score; index_scores itself is gated just "
+                 "before, so tau cannot hide a wrong score."},
+    ToleranceRow{"trace.ffn.routed_idx", "*", R::kNearTieSet, 2, 0, 0, "ffn.scores",
+                 "trace.ffn.scores",
+                 "Guide §9 on s_e + bias_e with tau as for attn.topk_idx; without the gate bias "
+                 "(bisect --checkpoint) any difference fails. Hash layers route by token id: "
+                 "their sets must be equal."},
+    ToleranceRow{"trace.*",
+                 "baseline",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "With an fp32 baseline trace C: max_abs(B, A) <= 2 max_abs(C, A) + 2 ulp_fp32 "
+                 "per point (the FlashAttention rule applied per trace point)."},
+    ToleranceRow{"trace.*",
+                 "fp64",
+                 R::kStatistical,
+                 1e-9,
+                 0,
+                 0,
+                 {},
+                 {},
+                 "Two fp64 forwards of one block differ by reordering only: per reduction "
+                 "sqrt(n) u64 <= 2^7 * 1.1e-16 = 1.4e-14 for n <= 2^14, times <= 16 chained "
+                 "reductions and an amplification <= 100 (softmax, Sinkhorn, RMSNorm, routing "
+                 "weights) gives 2.3e-11; 1e-9 leaves a 40x margin and still flags any formula "
+                 "change (>= 1e-7 relative)."},
+    ToleranceRow{"trace.*",
+                 "fp32",
+                 R::kStatistical,
+                 5e-4,
+                 0,
+                 0,
+                 {},
+                 {},
+                 "An fp32 forward of one block vs fp64: per reduction sqrt(n) u32 <= 128 * 6e-8 = "
+                 "7.6e-6 (n <= hc*d = 16384 on Flash), <= 8 reductions in series up to block.out, "
+                 "amplification <= 8 through the norms, softmax and Sinkhorn: 4.9e-4 -> 5e-4. "
+                 "Chained mode multiplies it by (layer + 1)."},
+    ToleranceRow{
+        "trace.*",
+        "bf16",
+        R::kStatistical,
+        3e-2,
+        0,
+        1e-3,
+        {},
+        {},
+        "A forward with bf16 activations (official numerics) vs the fp64 reference with the "
+        "same policy: <= 12 bf16 stores on the longest path through a block, each with "
+        "relative rms error u_bf16/sqrt(3) = 2.3e-3, adding in quadrature to 7.8e-3, "
+        "amplification <= 2, margin 2: rel_fro <= 3e-2; cos_diff ~ rel^2/2 = 4.5e-4 -> "
+        "1e-3 (the guide's loose attention level). Chained mode multiplies by (layer + 1)."},
+};
+
+}  // namespace
+
+std::span<const ToleranceRow> tolerance_table() { return kRows; }
+
+}  // namespace v4ref::compare

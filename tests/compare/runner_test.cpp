@@ -1,0 +1,265 @@
+// The differential runner (compare/runner.hpp) over its own case table:
+//   * the table covers every component and every input kind a component declares;
+//   * the fp64 reference and the plain fp32 port pass every (non-slow) case — the port is the
+//     baseline B, so this also checks the table's rows are not tighter than an honest fp32 code;
+//   * every case can fail: the reference output with one element pushed out of tolerance (or one
+//     selection index dropped) is rejected — no gate is vacuous;
+//   * a mutant (the reference with rms_norm swapped for a wrong one) fails, writes a bundle, and
+//     the bundle replays to the same verdict, both from the stored outputs and by rerunning the
+//     registered mutant; an implementation that throws is reported and replayable too.
+#include "v4ref/compare/runner.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <ostream>
+#include <set>
+
+#include "../common/test_support.hpp"
+#include "v4ref/compare/bundle.hpp"
+
+namespace v4ref::compare {
+
+// GoogleTest prints a case by its name (found by ADL).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name(); }
+
+namespace {
+
+std::vector<Case> quick_cases() {
+  std::vector<Case> out;
+  for (const Case& c : case_table(0))
+    if (!c.slow) out.push_back(c);
+  return out;
+}
+
+TEST(RunnerTable, CoversEveryComponentAndKind) {
+  const std::vector<Case> cases = case_table(0);
+  std::set<std::string> names;
+  for (const Case& c : cases) {
+    EXPECT_TRUE(names.insert(c.name()).second) << "duplicate case " << c.name();
+    const ComponentSpec& spec = component(c.component);
+    EXPECT_NE(std::find(spec.kinds.begin(), spec.kinds.end(), c.kind), spec.kinds.end())
+        << c.name() << ": kind not supported by the component";
+  }
+  for (const ComponentSpec& spec : components()) {
+    bool real = false;
+    for (InputKind k : spec.kinds) {
+      bool seen = false;
+      for (const Case& c : cases) seen = seen || (c.component == spec.name && c.kind == k);
+      EXPECT_TRUE(seen) << spec.name << " declares kind " << input_kind_name(k)
+                        << " but no case uses it";
+    }
+    for (const Case& c : cases) real = real || (c.component == spec.name && c.config == "v4-flash");
+    // sinkhorn's real shape is the tiny one (hc = 4 in every config).
+    if (spec.name != "sinkhorn") {
+      EXPECT_TRUE(real) << spec.name << " has no real-shape (v4-flash) case";
+    }
+    EXPECT_TRUE(spec.reference && spec.baseline_fp32 && spec.make_inputs) << spec.name;
+  }
+}
+
+TEST(RunnerTable, InputsAreDeterministicAndSeeded) {
+  const Case c = case_table(0).front();
+  const ModelConfig& cfg = case_config(c);
+  const TensorSet a = component(c.component).make_inputs(c, cfg);
+  const TensorSet b = component(c.component).make_inputs(c, cfg);
+  Case other = c;
+  other.global_seed = 7;
+  const TensorSet d = component(c.component).make_inputs(other, cfg);
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& n : a.names()) EXPECT_TRUE(a.at(n) == b.at(n)) << n;
+  EXPECT_FALSE(a.at("x") == d.at("x")) << "V4REF_SEED must change the data";
+  EXPECT_NE(c.seed(), other.seed());
+  EXPECT_EQ(Case::from_json(c.to_json()).name(), c.name());
+}
+
+TEST(RunnerTable, GlobalSeedFromEnvironment) {
+  ::setenv("V4REF_SEED", "0x10", 1);
+  EXPECT_EQ(global_seed_from_env(), 16u);
+  EXPECT_EQ(case_table().front().global_seed, 16u);
+  ::setenv("V4REF_SEED", "12", 1);
+  EXPECT_EQ(global_seed_from_env(), 12u);
+  ::setenv("V4REF_SEED", "0xZZ", 1);
+  test::expect_error<ConfigError>([] { global_seed_from_env(); }, {"V4REF_SEED", "0xZZ"});
+  ::unsetenv("V4REF_SEED");
+  EXPECT_EQ(global_seed_from_env(), 0u);
+  EXPECT_EQ(seed_hex(0x5e1f03a2c4d9e117ull), "0x5e1f03a2c4d9e117");
+}
+
+class RunnerCases : public ::testing::TestWithParam<Case> {};
+
+TEST_P(RunnerCases, ReferencePasses) {
+  const CaseResult r = run_case(GetParam(), *reference_implementation(), RunnerOptions{{}, "", ""});
+  EXPECT_TRUE(r.pass) << r.report();
+}
+
+TEST_P(RunnerCases, Fp32PortPasses) {
+  const CaseResult r = run_case(GetParam(), *fp32_implementation(), RunnerOptions{{}, "", ""});
+  EXPECT_TRUE(r.pass) << r.report();
+  for (const OutputJudgement& j : r.outputs)
+    if (j.bound_ratio >= 0) {
+      // B itself sits at max_abs(B, R) / (c max_abs(B, R) + floor) <= 1/c of the allowance.
+      EXPECT_LE(j.bound_ratio, 0.51) << GetParam().name() << " " << j.output;
+    }
+}
+
+// The reference's own outputs, pushed out of tolerance in one element: every gate must fail.
+TEST_P(RunnerCases, EveryGateCanFail) {
+  const Case& c = GetParam();
+  const ComponentSpec& spec = component(c.component);
+  const TensorSet inputs = spec.make_inputs(c, case_config(c));
+  const References refs = compute_references(c, inputs);
+  for (const std::string& o : spec.outputs) {
+    TensorSet k;
+    for (const std::string& n : spec.outputs) k.put(n, refs.ref_q.at(n), refs.ref_q.dtype(n));
+    Mat bad = refs.ref_q.at(o);
+    if (bad.size() == 0) continue;
+    if (refs.ref_q.dtype(o) == "index") {
+      // Drop the first selected entry of the first row that selects something.
+      bool done = false;
+      for (Eigen::Index t = 0; t < bad.rows() && !done; ++t)
+        if (bad(t, 0) >= 0) {
+          bad(t, 0) = -1;
+          done = true;
+        }
+      if (!done) continue;  // nothing selected anywhere (all masked)
+    } else {
+      // A 25% error on the largest element (1e-3 absolute on an all-zero output): far outside
+      // any derived allowance, bf16-level ones included.
+      Eigen::Index at = 0;
+      for (Eigen::Index i = 0; i < bad.size(); ++i)
+        if (std::isfinite(bad.data()[i]) && (!std::isfinite(bad.data()[at]) ||
+                                             std::fabs(bad.data()[i]) > std::fabs(bad.data()[at])))
+          at = i;
+      bad.data()[at] += bad.data()[at] != 0 ? 0.25 * bad.data()[at] : 1e-3;
+    }
+    k.put(o, bad, refs.ref_q.dtype(o));
+    for (const std::string path : {"fp32", "fp64"}) {
+      const CaseResult r = judge_case(c, "perturbed", path, refs, &k);
+      EXPECT_FALSE(r.pass) << c.name() << ": perturbing " << o << " was not caught on path "
+                           << path;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, RunnerCases, ::testing::ValuesIn(quick_cases()),
+                         [](const ::testing::TestParamInfo<Case>& p) {
+                           return p.param.test_name();
+                         });
+
+// ------------------------------------------------------------------ mutants, bundles, replay
+
+TensorSet wrong_rms_norm(const ComponentCall& call) {
+  // The classic bug: mean of squares over n − 1 instead of n (a 1/(2n) relative error).
+  TensorSet out = component("rms_norm").reference(call);
+  const Mat& x = call.inputs.at("x");
+  const double n = static_cast<double>(x.cols());
+  Mat y = out.at("out") * std::sqrt((n - 1) / n);
+  out.put("out", y, out.dtype("out"));
+  return out;
+}
+
+std::shared_ptr<const Implementation> rms_mutant() {
+  return std::make_shared<SwappedImplementation>(
+      reference_implementation(), "rms_norm", wrong_rms_norm, "test-mutant-rms-n-minus-1", "fp32");
+}
+
+Case rms_case() {
+  for (const Case& c : case_table(0))
+    if (c.component == "rms_norm" && c.kind == InputKind::kRandom &&
+        c.mode == PrecisionMode::kExact)
+      return c;
+  throw Error("no rms_norm case");
+}
+
+TEST(RunnerMutant, IsCaughtBundledAndReplayed) {
+  test::TempDir dir("runner_mutant");
+  register_implementation("test-mutant-rms-n-minus-1", rms_mutant);
+  const Case c = rms_case();
+  RunnerOptions opts;
+  opts.bundle_dir = dir.path();
+  opts.suite = "runner_test";
+  const CaseResult r = run_case(c, *rms_mutant(), opts);
+  ASSERT_FALSE(r.pass);
+  const std::string rep = r.report();
+  EXPECT_NE(rep.find("FAIL rms_norm.out"), std::string::npos) << rep;
+  EXPECT_NE(rep.find("bound_ratio"), std::string::npos) << rep;
+  EXPECT_NE(rep.find("seed=" + seed_hex(c.seed())), std::string::npos) << rep;
+  ASSERT_FALSE(r.bundle.empty());
+  ASSERT_TRUE(std::filesystem::exists(r.bundle)) << r.bundle;
+  EXPECT_EQ(r.bundle.parent_path().filename(), "runner_test");
+
+  const Bundle b = read_bundle(r.bundle);
+  EXPECT_EQ(b.c.name(), c.name());
+  EXPECT_EQ(b.verdict, "FAIL");
+  EXPECT_EQ(b.implementation, "test-mutant-rms-n-minus-1");
+  EXPECT_TRUE(b.has_impl);
+  EXPECT_NE(b.command.find("v4ref replay"), std::string::npos);
+  const TensorSet inputs = component("rms_norm").make_inputs(c, case_config(c));
+  for (const std::string& n : inputs.names()) EXPECT_TRUE(b.inputs.at(n) == inputs.at(n)) << n;
+  EXPECT_EQ(b.inputs.dtype("x"), "bf16");
+
+  const ReplayResult rp = replay_bundle(r.bundle);
+  EXPECT_TRUE(rp.reference_unchanged);
+  EXPECT_FALSE(rp.stored.pass);
+  ASSERT_TRUE(rp.rerun.has_value());
+  EXPECT_FALSE(rp.rerun->pass);
+  EXPECT_TRUE(rp.reproduced()) << rp.text();
+  ASSERT_FALSE(rp.stored.outputs.empty());
+  EXPECT_DOUBLE_EQ(rp.stored.outputs[0].bound_ratio, r.outputs[0].bound_ratio);
+
+  // The CLI replays the stored outputs (the mutant is not registered in that process).
+  const std::filesystem::path exe = std::filesystem::path(V4REF_BINARY_DIR) / "bin" / "v4ref";
+  if (std::filesystem::exists(exe)) {
+    const std::string cmd =
+        exe.string() + " replay " + r.bundle.string() + " > " + (dir / "out.txt").string();
+    const int rc = std::system(cmd.c_str());
+    EXPECT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1)
+        << "v4ref replay must exit 1 on a reproduced failure";
+    const std::string json =
+        exe.string() + " replay --json " + r.bundle.string() + " > " + (dir / "out.json").string();
+    EXPECT_NE(std::system(json.c_str()), 0);
+    EXPECT_GT(std::filesystem::file_size(dir / "out.json"), 100u);
+  }
+}
+
+TEST(RunnerMutant, ThrowingImplementationIsReported) {
+  test::TempDir dir("runner_throw");
+  const Case c = rms_case();
+  const SwappedImplementation thrower(
+      reference_implementation(), "rms_norm",
+      [](const ComponentCall&) -> TensorSet { throw ShapeError("kernel launch failed"); },
+      "test-thrower", "fp32");
+  RunnerOptions opts;
+  opts.bundle_dir = dir.path();
+  const CaseResult r = run_case(c, thrower, opts);
+  EXPECT_FALSE(r.pass);
+  EXPECT_NE(r.report().find("kernel launch failed"), std::string::npos) << r.report();
+  const ReplayResult rp = replay_bundle(r.bundle);
+  EXPECT_FALSE(rp.bundle.has_impl);
+  EXPECT_FALSE(rp.stored.pass);
+  EXPECT_TRUE(rp.reproduced());
+}
+
+TEST(RunnerMutant, WrongShapeIsNamed) {
+  const Case c = rms_case();
+  const SwappedImplementation wrong(
+      reference_implementation(), "rms_norm",
+      [](const ComponentCall& call) {
+        TensorSet out;
+        out.put("out", Mat::Zero(call.inputs.at("x").rows(), call.inputs.at("x").cols() - 1));
+        return out;
+      },
+      "test-wrong-shape", "fp32");
+  const CaseResult r = run_case(c, wrong, RunnerOptions{{}, "", ""});
+  EXPECT_FALSE(r.pass);
+  EXPECT_NE(
+      r.report().find("rms_norm.out: implementation output is [17, 127], reference is [17, 128]"),
+      std::string::npos)
+      << r.report();
+}
+
+}  // namespace
+}  // namespace v4ref::compare
