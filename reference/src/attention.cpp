@@ -14,18 +14,6 @@
 namespace v4ref::ref {
 namespace {
 
-std::string dims(Eigen::Index a, Eigen::Index b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
-Vec load_vec(const Checkpoint& ckpt, const std::string& name, std::int64_t n) {
-  const std::vector<double> v = load_as_double(ckpt, name);
-  if (static_cast<std::int64_t>(v.size()) != n)
-    throw ShapeError(name + ": expected [" + std::to_string(n) + "], got " + std::to_string(v.size()) +
-                     " values");
-  return Eigen::Map<const Vec>(v.data(), static_cast<Eigen::Index>(v.size()));
-}
-
 void check_linear(const LinearWeight& lw, std::int64_t out, std::int64_t in, const std::string& name) {
   if (lw.w.rows() != out || lw.w.cols() != in)
     throw ShapeError(name + ": expected [" + std::to_string(out) + ", " + std::to_string(in) + "], got " +
@@ -51,16 +39,16 @@ AttentionWeights load_attention_weights(const Checkpoint& ckpt, const ModelConfi
   AttentionWeights w;
   w.prefix = layer.prefix + "attn";
   w.wq_a = load_linear(ckpt, p + "wq_a", cfg.q_lora_rank, cfg.dim);
-  w.q_norm = load_vec(ckpt, p + "q_norm.weight", cfg.q_lora_rank);
+  w.q_norm = load_vector(ckpt, p + "q_norm.weight", cfg.q_lora_rank);
   w.wq_b = load_linear(ckpt, p + "wq_b", cfg.q_dim(), cfg.q_lora_rank);
   w.wkv = load_linear(ckpt, p + "wkv", cfg.head_dim, cfg.dim);
-  w.kv_norm = load_vec(ckpt, p + "kv_norm.weight", cfg.head_dim);
+  w.kv_norm = load_vector(ckpt, p + "kv_norm.weight", cfg.head_dim);
   w.wo_a = load_linear(ckpt, p + "wo_a", cfg.o_dim(), cfg.group_in_dim());
   // OFF's converter dequantises wo_a to bf16 (exact, §1.5) and its forward contracts it in bf16
   // without activation quantisation (§2.5 item 1, §15.7).
   w.wo_a.act_q8 = false;
   w.wo_b = load_linear(ckpt, p + "wo_b", cfg.dim, cfg.o_dim());
-  w.attn_sink = load_vec(ckpt, p + "attn_sink", cfg.n_heads);
+  w.attn_sink = load_vector(ckpt, p + "attn_sink", cfg.n_heads);
   check_attention_weights(w, cfg);
   return w;
 }

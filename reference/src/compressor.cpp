@@ -22,10 +22,6 @@ constexpr std::int64_t kCsaStateRows = 8;  // §11.2: rows 0–3 previous block,
 constexpr int kCkvQ8Block = 64;            // §2.5 item 3: Q8(C[0:448]; 64)
 constexpr int kIdxQ4Block = 32;            // §2.5 item 5: Q4(·; 32)
 
-std::string dims(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
 void require_ratio(int m, const std::string& who) {
   if (m != kCsaRatio && m != kHcaRatio)
     throw ConfigError(who + ": compression ratio " + std::to_string(m) +
@@ -36,12 +32,6 @@ Mat load_matrix(const Checkpoint& ckpt, const std::string& name, std::int64_t ro
   ckpt.tensor(name).require_shape({rows, cols});
   const std::vector<double> v = load_as_double(ckpt, name);
   return Eigen::Map<const Mat>(v.data(), rows, cols);
-}
-
-Vec load_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t n) {
-  ckpt.tensor(name).require_shape({n});
-  const std::vector<double> v = load_as_double(ckpt, name);
-  return Eigen::Map<const Vec>(v.data(), n);
 }
 
 // a = W_kv x, g = W_gate x in double: the official compressor projections are fp32 math on

@@ -16,10 +16,6 @@ namespace {
 
 constexpr int kIdxQ4Block = 32;  // §2.5 item 4: Q4(·; 32) per head
 
-std::string dims(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
 double bf16_if(double v, bool on) { return on ? fmt::round_bf16(v) : v; }
 
 }  // namespace

@@ -14,14 +14,6 @@
 namespace v4ref::ref {
 namespace {
 
-Vec load_norm_weight(const Checkpoint& ckpt, const std::string& name, std::int64_t n) {
-  const std::vector<double> v = load_as_double(ckpt, name);
-  if (static_cast<std::int64_t>(v.size()) != n)
-    throw ShapeError(name + ": expected [" + std::to_string(n) + "], got " + std::to_string(v.size()) +
-                     " values");
-  return Eigen::Map<const Vec>(v.data(), static_cast<Eigen::Index>(v.size()));
-}
-
 void put(LayerTrace* trace, const std::string& key, Mat value) {
   if (trace != nullptr) trace->tensors[key] = std::move(value);
 }
@@ -81,8 +73,8 @@ LayerWeights load_layer(const Checkpoint& ckpt, const ModelConfig& cfg, std::int
   if (w.layer.kind == LayerKind::kCsa) w.indexer = load_indexer(ckpt, cfg, layer_index);
   w.hc_attn = load_hc_params(ckpt, cfg, w.layer.prefix, "attn");
   w.hc_ffn = load_hc_params(ckpt, cfg, w.layer.prefix, "ffn");
-  w.attn_norm = load_norm_weight(ckpt, w.layer.prefix + "attn_norm.weight", cfg.dim);
-  w.ffn_norm = load_norm_weight(ckpt, w.layer.prefix + "ffn_norm.weight", cfg.dim);
+  w.attn_norm = load_vector(ckpt, w.layer.prefix + "attn_norm.weight", cfg.dim);
+  w.ffn_norm = load_vector(ckpt, w.layer.prefix + "ffn_norm.weight", cfg.dim);
   w.moe = load_moe(ckpt, cfg, layer_index, loading);
   return w;
 }

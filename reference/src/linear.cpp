@@ -7,6 +7,16 @@
 
 namespace v4ref::ref {
 
+std::string dims(std::int64_t rows, std::int64_t cols) {
+  return "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+}
+
+Vec load_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t n) {
+  ckpt.tensor(name).require_shape({n});
+  const std::vector<double> v = load_as_double(ckpt, name);
+  return Eigen::Map<const Vec>(v.data(), n);
+}
+
 LinearWeight load_linear(const Checkpoint& ckpt, const std::string& prefix, std::int64_t out,
                          std::int64_t in) {
   LinearWeight lw;

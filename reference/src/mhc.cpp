@@ -13,10 +13,6 @@
 namespace v4ref::ref {
 namespace {
 
-std::string dims(Eigen::Index a, Eigen::Index b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
 double sigmoid(double z) { return 1.0 / (1.0 + std::exp(-z)); }
 
 std::vector<double> load_sized(const Checkpoint& ckpt, const std::string& name, std::int64_t n,

@@ -23,18 +23,6 @@
 namespace v4ref::ref {
 namespace {
 
-std::string dims(std::int64_t r, std::int64_t c) {
-  return "[" + std::to_string(r) + ", " + std::to_string(c) + "]";
-}
-
-Vec load_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t n) {
-  const std::vector<double> v = load_as_double(ckpt, name);
-  if (static_cast<std::int64_t>(v.size()) != n)
-    throw ShapeError(name + ": expected [" + std::to_string(n) + "], got " + std::to_string(v.size()) +
-                     " values");
-  return Eigen::Map<const Vec>(v.data(), n);
-}
-
 // Rows [r0, r1) of a bf16 [rows, cols] tensor as doubles (exact).
 Mat bf16_rows(const TensorView& t, std::int64_t r0, std::int64_t r1) {
   const std::int64_t cols = t.dim(1);
@@ -51,6 +39,28 @@ struct MtpParams {
   Vec enorm, hnorm, norm;       // [d]
   HcHeadParams hc_head;
 };
+
+// X0 of §10.2 for T positions: X0[k] = e_proj(RMSNorm_enorm(e)) + h_proj(RMSNorm_hnorm(X_L[k])),
+// e = embedding rows [T, d], x_l = main-model streams [T, hc·d]. The three intermediates go to
+// `parts` as "embed", "enorm", "hnorm" [T, hc·d] (trace.hpp).
+Mat mtp_block_input(const Mat& x_l, Mat e, const MtpParams& mp, const ModelConfig& cfg,
+                    const PrecisionPolicy& policy, const std::string& prefix, LayerTrace& parts) {
+  const std::int64_t T = e.rows(), d = cfg.dim, hc = cfg.hc_mult;
+  Mat en = rms_norm(e, mp.enorm, cfg.norm_eps, policy, prefix + "enorm");
+  // hnorm per stream: rows of [T·hc, d] are the streams (row-major, stream-major within a row).
+  const Mat xs = Eigen::Map<const Mat>(x_l.data(), T * hc, d);
+  const Mat hn = rms_norm(xs, mp.hnorm, cfg.norm_eps, policy, prefix + "hnorm");
+  const Mat pe = apply_linear(mp.e_proj, en, policy);  // [T, d], broadcast to every stream
+  const Mat ph = apply_linear(mp.h_proj, hn, policy);  // [T·hc, d]
+  Mat x0(T, hc * d);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t k = 0; k < hc; ++k) x0.block(t, k * d, 1, d) = pe.row(t) + ph.row(t * hc + k);
+  round_bf16_if(x0, policy, QuantPoint::kBf16Residual);
+  parts.tensors["embed"] = std::move(e);
+  parts.tensors["enorm"] = std::move(en);
+  parts.tensors["hnorm"] = Eigen::Map<const Mat>(hn.data(), T, hc * d);
+  return x0;
+}
 
 // ---- cost charging (cost_model.hpp §7): shapes of the operands actually used ----------------
 
@@ -604,27 +614,15 @@ Mat Model::mtp_forward(const Mat& x_l, std::span<const std::int64_t> ids, std::i
   const PrecisionPolicy& policy = impl_->opts.policy;
   const std::shared_ptr<const MtpParams> mp = impl_->mtp_params(block);
   check_tokens(ids);
-  const std::int64_t T = static_cast<std::int64_t>(ids.size()), d = cfg.dim, hc = cfg.hc_mult;
+  const std::int64_t T = static_cast<std::int64_t>(ids.size());
   check_streams(x_l, T, cfg, "mtp: main-model streams X_L");
   const auto w = layer_weights(cfg.n_layers + block);
   const std::string& p = w->layer.prefix;
 
-  Mat e = embed(ids);
-  Mat en = rms_norm(e, mp->enorm, cfg.norm_eps, policy, p + "enorm");
-  // hnorm per stream: rows of [T·hc, d] are the streams (row-major, stream-major within a row).
-  const Mat xs = Eigen::Map<const Mat>(x_l.data(), T * hc, d);
-  const Mat hn = rms_norm(xs, mp->hnorm, cfg.norm_eps, policy, p + "hnorm");
-  const Mat pe = apply_linear(mp->e_proj, en, policy);  // [T, d], broadcast to every stream
-  const Mat ph = apply_linear(mp->h_proj, hn, policy);  // [T·hc, d]
-  Mat x0(T, hc * d);
-  for (std::int64_t t = 0; t < T; ++t)
-    for (std::int64_t k = 0; k < hc; ++k) x0.block(t, k * d, 1, d) = pe.row(t) + ph.row(t * hc + k);
-  round_bf16_if(x0, policy, QuantPoint::kBf16Residual);
-  if (trace != nullptr) {
-    trace->put(p + "embed", std::move(e));
-    trace->put(p + "enorm", en);
-    trace->put(p + "hnorm", Eigen::Map<const Mat>(hn.data(), T, hc * d));
-  }
+  LayerTrace parts;
+  const Mat x0 = mtp_block_input(x_l, embed(ids), *mp, cfg, policy, p, parts);
+  if (trace != nullptr)
+    for (const char* k : {"embed", "enorm", "hnorm"}) trace->put(p + k, std::move(parts.tensors[k]));
   LayerTrace lt;
   const Mat x1 = block_forward(x0, ids, *w, cfg, w->layer, policy, trace != nullptr ? &lt : nullptr);
   if (trace != nullptr) put_layer_trace(*trace, p, lt);
@@ -643,24 +641,13 @@ Mat Model::mtp_decode_step(const Mat& x_l_row, std::int64_t id, DecodeState& sta
   LayerCache& cache = state.mtp[static_cast<std::size_t>(block)];
   const std::int64_t ids[1] = {id};
   check_tokens(std::span<const std::int64_t>(ids, 1), cache.next_position);
-  const std::int64_t d = cfg.dim, hc = cfg.hc_mult;
   check_streams(x_l_row, 1, cfg, "mtp decode: main-model streams X_L");
   const auto w = layer_weights(cfg.n_layers + block);
   const std::string& p = w->layer.prefix;
-  Mat e = embed(std::span<const std::int64_t>(ids, 1));
-  Mat en = rms_norm(e, mp->enorm, cfg.norm_eps, policy, p + "enorm");
-  const Mat xs = Eigen::Map<const Mat>(x_l_row.data(), hc, d);
-  const Mat hn = rms_norm(xs, mp->hnorm, cfg.norm_eps, policy, p + "hnorm");
-  const Mat pe = apply_linear(mp->e_proj, en, policy);
-  const Mat ph = apply_linear(mp->h_proj, hn, policy);
-  Mat x0(1, hc * d);
-  for (std::int64_t k = 0; k < hc; ++k) x0.block(0, k * d, 1, d) = pe.row(0) + ph.row(k);
-  round_bf16_if(x0, policy, QuantPoint::kBf16Residual);
-  if (trace != nullptr) {
-    trace->append_rows(p + "embed", e, 0.0);
-    trace->append_rows(p + "enorm", en, 0.0);
-    trace->append_rows(p + "hnorm", Eigen::Map<const Mat>(hn.data(), 1, hc * d), 0.0);
-  }
+  LayerTrace parts;
+  const Mat x0 = mtp_block_input(x_l_row, embed(std::span<const std::int64_t>(ids, 1)), *mp, cfg, policy, p, parts);
+  if (trace != nullptr)
+    for (const char* k : {"embed", "enorm", "hnorm"}) trace->append_rows(p + k, parts.tensors[k], 0.0);
   LayerTrace lt;
   const Mat x1 = block_decode_step(x0, id, cache, *w, cfg, policy, trace != nullptr ? &lt : nullptr, nullptr);
   if (trace != nullptr) append_layer_trace(*trace, p, lt);

@@ -12,10 +12,6 @@
 namespace v4ref::ref {
 namespace {
 
-std::string dims(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
 // PyTorch's softplus (beta 1) returns its input above this threshold (§9.1).
 constexpr double kSoftplusThreshold = 20.0;
 

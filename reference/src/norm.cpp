@@ -10,10 +10,6 @@
 namespace v4ref::ref {
 namespace {
 
-std::string dims(std::int64_t a, std::int64_t b) {
-  return "[" + std::to_string(a) + ", " + std::to_string(b) + "]";
-}
-
 void require_eps(double eps, std::string_view name) {
   if (!(eps > 0) || !std::isfinite(eps))
     throw ConfigError(std::string(name) + ": eps must be finite and > 0, got " + std::to_string(eps));

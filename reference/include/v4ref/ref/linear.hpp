@@ -36,6 +36,13 @@ struct LinearWeight {
   std::int64_t in_features() const { return w.cols(); }
 };
 
+// "[rows, cols]" for shape messages.
+std::string dims(std::int64_t rows, std::int64_t cols);
+
+// A stored 1-D tensor of n values (norm weights, biases, sinks) as double: ShapeError naming the
+// tensor and both shapes otherwise; the loader's errors for missing tensors and NaN.
+Vec load_vector(const Checkpoint& ckpt, const std::string& name, std::int64_t n);
+
 // Loads "<prefix>.weight" (and its ".scale" when quantised), dequantised exactly into double.
 // `expected` is the logical [out, in]; ShapeError naming the tensor on mismatch. `act_q8`
 // defaults to "stored as fp8/fp4".
