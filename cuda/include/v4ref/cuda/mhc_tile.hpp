@@ -1,0 +1,497 @@
+// Per-thread math of the fused mHC kernels (cuda/src/mhc_bf16_sm90.cu), written once for host
+// and device, and the CPU executor that runs it in the kernels' own block / warp / lane order and
+// reduction order (docs/cuda-mhc-compressor.md §2). v4-forward.md §4.1–§4.4, §12.
+//
+// What one launch computes, per token t (streams X_t [4, d] bf16, stream-major rows [T, 4d]):
+//   fused mode (post of layer l, then pre of layer l+1; F = sublayer output [T, d] bf16):
+//     X'_t[k] = bf16( post_k·F_t + Σ_j C[j][k]·X_t[j] )          §4.4, Cᵀ X, coefficients given
+//   pre-only mode: X'_t = X_t
+//   then on X' (the bf16 values, exactly what the next layer reads):
+//     μ = ρ·(Fn·v),  ρ = 1/sqrt(Σv²/(4d) + norm_eps)                §4.1, one RMS over 4d
+//     pre, post, Z, Sinkhorn → comb                                  §4.2, §4.3
+//     u_t = bf16( Σ_k pre_k·X'_t[k] )                                §4.4 collapse
+// All arithmetic is fp32 with IEEE rounding (the official kernels' fp32 math, §4, §12): products,
+// sums and fmas are written out one by one (mul_rn, add_rn, fmaf) so nvcc cannot contract them
+// differently from the host, and exp is our own fp32 polynomial (exp_f32), so the executor and
+// the device produce the same bits.
+//
+// Work decomposition (kernel and executor share it through Tiling):
+//   batch    = 32 consecutive tokens, one per lane of a warp (fn values are warp broadcasts)
+//   cluster  = S CTAs (16, or 8 where 16 cannot be scheduled); CTA `rank` owns the d/S elements
+//              [rank·d/S, (rank+1)·d/S) of every stream
+//   warp w   = `chunks` consecutive 8-element chunks of that range (16-byte loads per stream)
+// Reduction order of the 25 sums of a token (24 mixing sums + the square sum):
+//   thread : fmaf chain over its chunks in order, inside a chunk stream k outer, element e inner
+//   CTA    : partials of warps 0, 1, …, W−1 added in that order
+//   cluster: CTA sums of ranks 0, 1, …, S−1 added in that order (by the owner CTA of the token)
+//
+// Declared deviations from a literal transcription of §4.3 (both are fp32 roundings only):
+// the softmax divides by the row sum through one reciprocal (e·(1/s) + eps as one fma) and each
+// Sinkhorn normalisation multiplies by 1/(sum + eps). Order of the steps, eps placement and the
+// iteration count are exactly §4.3.
+//
+// This header must stay self-contained (core headers only): the cpu test includes it without a
+// CUDA toolkit. Not shared with reference/ (style.md: the op math is never shared).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "v4ref/ref/core/error.hpp"
+#include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/host_device.hpp"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#endif
+
+// Full unrolling where a loop indexes register arrays (nvcc would otherwise demote them to local
+// memory); a no-op for the host compiler.
+#if defined(__CUDACC__)
+#define V4REF_MHC_UNROLL _Pragma("unroll")
+#else
+#define V4REF_MHC_UNROLL
+#endif
+
+namespace v4ref::cuda::mhc {
+
+inline constexpr int kStreams = 4;  // hc_mult of V4 (the kernels are written for 4)
+inline constexpr int kMix = 24;     // (2 + hc)·hc mixing logits
+inline constexpr int kSums = 25;    // per token: 24 mixing sums + the square sum
+inline constexpr int kSumSq = 24;   // index of the square sum
+inline constexpr int kChunk = 8;    // bf16 elements per 16-byte access
+inline constexpr int kBatch = 32;   // tokens per batch, one per lane
+inline constexpr int kMaxCluster = 16;
+inline constexpr int kMaxStreamWarps = 8;  // + the coefficient warp: 9 warps, up to 168 registers
+// Coefficient rows [T, 24] fp32: pre at 0..3, post at 4..7, comb row-major at 8..23
+// (C[j][k] at 8 + 4j + k). The next layer's fused launch reads post and comb from this row.
+inline constexpr int kPreOff = 0, kPostOff = 4, kCombOff = 8;
+
+// The per-layer scalars, in fp32 as the kernel uses them.
+struct Scalars {
+  float scale[3] = {0, 0, 0};  // hc_*_scale
+  float norm_eps = 1e-6f;      // ε of the RMS over 4d
+  float hc_eps = 1e-6f;        // ε of §4.2/§4.3
+  int sinkhorn_iters = 20;
+};
+
+struct Tiling {
+  int d = 0;        // stream width
+  int cluster = 0;  // S: CTAs per cluster, a divisor of 32
+  int warps = 0;    // W: stream warps per CTA
+  int chunks = 0;   // 8-element chunks per thread
+  V4REF_HD int per_cta() const { return d / cluster; }
+  V4REF_HD int slots() const { return kBatch / cluster; }  // tokens of a batch owned per CTA
+  // First element of chunk q of warp w in CTA `rank`.
+  V4REF_HD int element(int rank, int warp, int q) const {
+    return rank * per_cta() + (warp * chunks + q) * kChunk;
+  }
+  // Longest chain of fp32 roundings in a raw mixing sum (the γ_h of the μ bound, §4 of
+  // verification.md): the thread's fma chain, then W−1 and S−1 additions.
+  int sum_height() const { return kStreams * kChunk * chunks + (warps - 1) + (cluster - 1); }
+};
+
+// The tiling of width d on clusters of `cluster` CTAs: W = the largest divisor of d/(8S) that is
+// at most 16. ShapeError unless S divides 32 and 8S divides d.
+inline Tiling make_tiling(std::int64_t d, int cluster) {
+  if (cluster < 1 || cluster > kMaxCluster || kBatch % cluster != 0)
+    throw ShapeError("mhc tiling: cluster size must divide 32 and be at most 16, got " +
+                     std::to_string(cluster));
+  if (d <= 0 || d > (std::int64_t{1} << 20) || d % (std::int64_t{8} * cluster) != 0)
+    throw ShapeError("mhc tiling: stream width d must be a positive multiple of 8·cluster = " +
+                     std::to_string(8 * cluster) + " (at most 2^20), got " + std::to_string(d));
+  const int total = static_cast<int>(d / (8 * cluster));  // chunks per CTA
+  int w = kMaxStreamWarps;
+  while (total % w != 0) --w;
+  return Tiling{static_cast<int>(d), cluster, w, total / w};
+}
+
+// ---------------------------------------------------------------- fp32 arithmetic, IEEE, no
+// contraction
+
+V4REF_HD inline float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+V4REF_HD inline float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+V4REF_HD inline float div_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+V4REF_HD inline float sqrt_rn(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
+V4REF_HD inline float fma_rn(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+V4REF_HD inline float max_f(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return fmaxf(a, b);
+#else
+  return std::fmax(a, b);
+#endif
+}
+
+// ---------------------------------------------------------------- bf16
+
+V4REF_HD inline float bf16_value(std::uint16_t h) { return fmt::bf16_to_float(h); }
+
+// fp32 -> bf16, round to nearest even, overflow to ±Inf, NaN -> 0x7FC0 (fmt::bf16_encode's
+// codes for every float; the executor's conversion).
+V4REF_HD inline std::uint16_t bf16_rne_bits(float x) {
+  const std::uint32_t u = fmt::float_bits(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+  return static_cast<std::uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+// The conversion each side uses: the hardware cvt.rn.bf16.f32 on the device (identical codes
+// for every non-NaN float, checked exhaustively by the gpu test; NaN gives 0x7FFF there), the
+// bit formula above on the host.
+V4REF_HD inline std::uint16_t to_bf16(float x) {
+#if defined(__CUDA_ARCH__)
+  return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+#else
+  return bf16_rne_bits(x);
+#endif
+}
+
+// ---------------------------------------------------------------- exp, sigmoid (fp32, bitwise
+// portable)
+
+// e^x in fp32 from fmas only: n = rint(x·log2 e), r = x − n·ln2 (Cody–Waite, two fp32 parts of
+// ln2), e^r by the degree-6 Cephes expf polynomial, scaled by 2^n with exact power-of-two
+// products (one rounding into the subnormal range). Max error about 1 ulp (tested against the
+// double exp in the cpu test).
+V4REF_HD inline float exp_f32(float x) {
+  if (x != x) return x;
+  if (x > 88.72283935546875f) return fmt::float_from_bits(0x7F800000u);  // e^x > FLT_MAX
+  if (x < -103.97208404541016f) return 0.0f;                             // below 2^-150
+  const float n = rintf(mul_rn(x, 1.44269504088896341f));
+  float r = fma_rn(-n, 0.693359375f, x);  // ln2 high part, 9 significant bits: exact product
+  r = fma_rn(-n, -2.12194440e-4f, r);     // ln2 low part
+  float p = 1.9875691500e-4f;
+  p = fma_rn(p, r, 1.3981999507e-3f);
+  p = fma_rn(p, r, 8.3334519073e-3f);
+  p = fma_rn(p, r, 4.1665795894e-2f);
+  p = fma_rn(p, r, 1.6666665459e-1f);
+  p = fma_rn(p, r, 5.0000001201e-1f);
+  const float y = add_rn(fma_rn(p, mul_rn(r, r), r), 1.0f);  // e^r in [0.7, 1.42]
+  const int ni = static_cast<int>(n);                        // in [-150, 128]
+  if (ni > 127) return mul_rn(mul_rn(y, fmt::float_from_bits(0x7F000000u)), 2.0f);  // 2^127·2
+  if (ni >= -126)
+    return mul_rn(y, fmt::float_from_bits(static_cast<std::uint32_t>(ni + 127) << 23));
+  // Subnormal result: y·2^(n+64) is an exact normal float, the final ·2^-64 rounds once.
+  const float t = mul_rn(y, fmt::float_from_bits(static_cast<std::uint32_t>(ni + 64 + 127) << 23));
+  return mul_rn(t, fmt::float_from_bits(static_cast<std::uint32_t>(127 - 64) << 23));
+}
+
+V4REF_HD inline float sigmoid_f32(float x) { return div_rn(1.0f, add_rn(1.0f, exp_f32(-x))); }
+
+// ---------------------------------------------------------------- per element
+
+// New stream k at one element: post_k·f + Σ_j C[j][k]·x_j, one product then one fma per stream
+// j in ascending j (the reference's loop order, §4.4: column k of C, the transpose).
+V4REF_HD inline float post_value(const float* post, const float* comb, int k, float f,
+                                 const float* x) {
+  float v = mul_rn(post[k], f);
+  for (int j = 0; j < kStreams; ++j) v = fma_rn(comb[4 * j + k], x[j], v);
+  return v;
+}
+
+// Collapse at one element: Σ_k pre_k·x_k, one product then three fmas, rounded to bf16.
+V4REF_HD inline std::uint16_t collapse_value(const float* pre, const float* x) {
+  float v = mul_rn(pre[0], x[0]);
+  for (int k = 1; k < kStreams; ++k) v = fma_rn(pre[k], x[k], v);
+  return to_bf16(v);
+}
+
+// ---------------------------------------------------------------- per chunk (8 elements × 4
+// streams)
+
+// The raw bits one thread loads for a chunk: 16 bytes per stream and 16 bytes of F, as bf16
+// pairs (element 2p in the low half of word p: the little-endian memory order), so a chunk is
+// four 32-bit registers per stream and never an array in local memory.
+struct RawChunk {
+  std::uint32_t x[kStreams][kChunk / 2];
+  std::uint32_t f[kChunk / 2];
+};
+
+V4REF_HD inline std::uint16_t bf16_at(const std::uint32_t* w, int e) {
+  return static_cast<std::uint16_t>(w[e >> 1] >> (16 * (e & 1)));
+}
+V4REF_HD inline std::uint32_t bf16_pair(std::uint16_t lo, std::uint16_t hi) {
+  return static_cast<std::uint32_t>(lo) | (static_cast<std::uint32_t>(hi) << 16);
+}
+
+// The mixing weights in the kernels' layout ("packed fn"): one contiguous block of 4·24·8
+// floats per 8-element chunk g = i/8 of the stream width, element (r, k, i) of the official
+// fn [24, 4d] (fn[r][k·d + i]) at g·768 + (k·24 + r)·8 + i mod 8. A chunk's weights are then one
+// base address plus compile-time offsets, and a CTA's slice is one contiguous range. Packed once
+// per weight load (mhc_pack_fn on the device, pack_fn here on the host).
+inline constexpr int kFnBlock = kStreams * kMix * kChunk;  // 768 floats per chunk
+
+V4REF_HD inline std::int64_t packed_fn_index(int r, int k, std::int64_t i) {
+  return (i / kChunk) * kFnBlock + (k * kMix + r) * kChunk + i % kChunk;
+}
+
+inline std::vector<float> pack_fn(const float* fn, std::int64_t d) {
+  std::vector<float> out(static_cast<std::size_t>(kMix * 4 * d));
+  for (int r = 0; r < kMix; ++r)
+    for (int k = 0; k < kStreams; ++k)
+      for (std::int64_t i = 0; i < d; ++i)
+        out[static_cast<std::size_t>(packed_fn_index(r, k, i))] = fn[r * 4 * d + k * d + i];
+  return out;
+}
+
+V4REF_HD inline void load_fn8(const float* p, float w[kChunk]) {
+#if defined(__CUDA_ARCH__)
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  w[0] = a.x;
+  w[1] = a.y;
+  w[2] = a.z;
+  w[3] = a.w;
+  w[4] = b.x;
+  w[5] = b.y;
+  w[6] = b.z;
+  w[7] = b.w;
+#else
+  for (int e = 0; e < kChunk; ++e) w[e] = p[e];
+#endif
+}
+
+// Phase A of one chunk starting at element i0: the new streams (fused mode: returned in `out`
+// as bf16 pairs; pre-only: `out` = the input bits), then their square sum and their 24 mixing
+// sums accumulated into acc (stream k outer, element e inner, one fma each).
+// `fnc` is the chunk's packed weight block (768 floats).
+template <bool kPost>
+V4REF_HD inline void chunk_mix(const RawChunk& in, const float* post, const float* comb,
+                               const float* fnc, std::uint32_t out[kStreams][kChunk / 2],
+                               float acc[kSums]) {
+  if constexpr (kPost) {
+    for (int p = 0; p < kChunk / 2; ++p) {
+      std::uint16_t h[2][kStreams];
+      for (int q = 0; q < 2; ++q) {
+        const int e = 2 * p + q;
+        float x[kStreams];
+        for (int j = 0; j < kStreams; ++j) x[j] = bf16_value(bf16_at(in.x[j], e));
+        const float f = bf16_value(bf16_at(in.f, e));
+        for (int k = 0; k < kStreams; ++k) h[q][k] = to_bf16(post_value(post, comb, k, f, x));
+      }
+      for (int k = 0; k < kStreams; ++k) out[k][p] = bf16_pair(h[0][k], h[1][k]);
+    }
+  } else {
+    for (int k = 0; k < kStreams; ++k)
+      for (int p = 0; p < kChunk / 2; ++p) out[k][p] = in.x[k][p];
+  }
+  for (int k = 0; k < kStreams; ++k)
+    for (int e = 0; e < kChunk; ++e) {
+      const float v = bf16_value(bf16_at(out[k], e));
+      acc[kSumSq] = fma_rn(v, v, acc[kSumSq]);
+    }
+  V4REF_MHC_UNROLL
+  for (int k = 0; k < kStreams; ++k) {
+    V4REF_MHC_UNROLL
+    for (int r = 0; r < kMix; ++r) {
+      float w[kChunk];
+      load_fn8(fnc + (k * kMix + r) * kChunk, w);
+      for (int e = 0; e < kChunk; ++e)
+        acc[r] = fma_rn(bf16_value(bf16_at(out[k], e)), w[e], acc[r]);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- per token: coefficients
+
+V4REF_HD inline float sum4(float a, float b, float c, float d) {
+  return add_rn(add_rn(a, b), add_rn(c, d));
+}
+
+// Sinkhorn–Knopp on the 4×4 logits m (row-major, in place), §4.3 order: row softmax
+// (max-subtracted) + eps, one column normalisation, then (iters − 1) × (row, column).
+// Row/column sums pair up as (a + b) + (c + d).
+V4REF_HD inline void sinkhorn4(float m[16], int iters, float eps) {
+  for (int j = 0; j < 4; ++j) {
+    float* row = m + 4 * j;
+    const float mx = max_f(max_f(row[0], row[1]), max_f(row[2], row[3]));
+    float e[4];
+    for (int k = 0; k < 4; ++k) e[k] = exp_f32(add_rn(row[k], -mx));
+    const float inv = div_rn(1.0f, sum4(e[0], e[1], e[2], e[3]));
+    for (int k = 0; k < 4; ++k) row[k] = fma_rn(e[k], inv, eps);
+  }
+  for (int it = 0; it < iters; ++it) {
+    if (it > 0)
+      for (int j = 0; j < 4; ++j) {
+        float* row = m + 4 * j;
+        const float inv = div_rn(1.0f, add_rn(sum4(row[0], row[1], row[2], row[3]), eps));
+        for (int k = 0; k < 4; ++k) row[k] = mul_rn(row[k], inv);
+      }
+    for (int k = 0; k < 4; ++k) {
+      const float inv = div_rn(1.0f, add_rn(sum4(m[k], m[4 + k], m[8 + k], m[12 + k]), eps));
+      for (int j = 0; j < 4; ++j) m[4 * j + k] = mul_rn(m[4 * j + k], inv);
+    }
+  }
+}
+
+// From the 25 cluster-reduced sums of a token to μ and the coefficient row (§4.1–§4.3):
+//   mean = Σv² / (4d), ρ = 1 / sqrt(mean + norm_eps), μ_r = raw_r·ρ
+//   pre_k = σ(fma(s0, μ_k, b_k)) + hc_eps, post_k = 2·σ(fma(s1, μ_{4+k}, b_{4+k}))
+//   Z = fma(s2, μ_{8+i}, b_{8+i}), comb = sinkhorn4(Z)
+V4REF_HD inline void coefficients(const float* sums, int width4d, const float* base,
+                                  const Scalars& s, float mu[kMix], float coef[kMix]) {
+  const float mean = div_rn(sums[kSumSq], static_cast<float>(width4d));  // 4d < 2^24: exact
+  const float rho = div_rn(1.0f, sqrt_rn(add_rn(mean, s.norm_eps)));
+  for (int r = 0; r < kMix; ++r) mu[r] = mul_rn(sums[r], rho);
+  for (int k = 0; k < 4; ++k) {
+    coef[kPreOff + k] = add_rn(sigmoid_f32(fma_rn(s.scale[0], mu[k], base[k])), s.hc_eps);
+    coef[kPostOff + k] = mul_rn(2.0f, sigmoid_f32(fma_rn(s.scale[1], mu[4 + k], base[4 + k])));
+  }
+  float m[16];
+  for (int i = 0; i < 16; ++i) m[i] = fma_rn(s.scale[2], mu[8 + i], base[8 + i]);
+  sinkhorn4(m, s.sinkhorn_iters, s.hc_eps);
+  for (int i = 0; i < 16; ++i) coef[kCombOff + i] = m[i];
+}
+
+// ---------------------------------------------------------------- CPU executor (host only)
+
+// One launch's data, host arrays (the device launch struct in mhc.hpp mirrors it).
+struct Problem {
+  std::int64_t tokens = 0, d = 0;
+  const std::uint16_t* x = nullptr;  // [T, 4d] bf16 streams, row t = v_t (stream-major)
+  const std::uint16_t* f = nullptr;  // [T, d] bf16 sublayer output: fused mode; null: pre only
+  const float* coef_in = nullptr;    // [T, 24] coefficient rows of the previous pre (fused mode)
+  const float* fn = nullptr;         // [24, 4d] fp32 hc_*_fn (official layout; packed inside)
+  const float* base = nullptr;       // [24] fp32 hc_*_base
+  Scalars s;
+};
+
+struct Outputs {
+  std::uint16_t* x_out = nullptr;  // [T, 4d] bf16 new streams (fused mode)
+  std::uint16_t* u = nullptr;      // [T, d] bf16 collapsed sublayer input
+  float* coef = nullptr;           // [T, 24] fp32 pre / post / comb
+  float* mu = nullptr;             // [T, 24] fp32 mixing logits μ (optional, debug)
+};
+
+// Host functions (no __device__): nvcc parses them in its device pass but never compiles them
+// for the device, so .cu host code (the bench) can call them too.
+inline RawChunk executor_load(const Problem& p, std::int64_t t, int i0) {
+  RawChunk c{};
+  const std::uint16_t* x = p.x + t * 4 * p.d + i0;
+  for (int k = 0; k < kStreams; ++k)
+    for (int q = 0; q < kChunk / 2; ++q)
+      c.x[k][q] = bf16_pair(x[k * p.d + 2 * q], x[k * p.d + 2 * q + 1]);
+  if (p.f != nullptr)
+    for (int q = 0; q < kChunk / 2; ++q)
+      c.f[q] = bf16_pair(p.f[t * p.d + i0 + 2 * q], p.f[t * p.d + i0 + 2 * q + 1]);
+  return c;
+}
+
+// The pre (or fused post + pre) launch of mhc_bf16_sm90.cu, batch by batch, CTA by CTA, warp by
+// warp and lane by lane, with the kernel's partial sums and reduction orders.
+inline void executor_pre(const Tiling& tl, const Problem& p, const Outputs& o) {
+  if (p.d != tl.d)
+    throw ShapeError("mhc executor: problem width " + std::to_string(p.d) +
+                     " differs from the tiling's " + std::to_string(tl.d));
+  const bool fused = p.f != nullptr;
+  const std::vector<float> fnp = pack_fn(p.fn, p.d);
+  const int width4d = static_cast<int>(4 * p.d);
+  std::vector<float> cta(static_cast<std::size_t>(tl.cluster) * kBatch * kSums);
+  std::vector<float> pw(static_cast<std::size_t>(tl.warps) * kSums * kBatch);
+  for (std::int64_t b0 = 0; b0 < p.tokens; b0 += kBatch) {
+    for (int rank = 0; rank < tl.cluster; ++rank) {
+      for (int w = 0; w < tl.warps; ++w)
+        for (int lane = 0; lane < kBatch; ++lane) {
+          const std::int64_t t = b0 + lane;
+          float acc[kSums] = {};
+          if (t < p.tokens) {  // lanes past the end contribute zeros, as on the device
+            const float* post = fused ? p.coef_in + t * kMix + kPostOff : nullptr;
+            const float* comb = fused ? p.coef_in + t * kMix + kCombOff : nullptr;
+            for (int q = 0; q < tl.chunks; ++q) {
+              const int i0 = tl.element(rank, w, q);
+              const RawChunk raw = executor_load(p, t, i0);
+              std::uint32_t out[kStreams][kChunk / 2];
+              if (fused) {
+                chunk_mix<true>(raw, post, comb, fnp.data() + (i0 / kChunk) * kFnBlock, out, acc);
+                for (int k = 0; k < kStreams; ++k)
+                  for (int e = 0; e < kChunk; ++e)
+                    o.x_out[t * 4 * p.d + k * p.d + i0 + e] = bf16_at(out[k], e);
+              } else {
+                chunk_mix<false>(raw, post, comb, fnp.data() + (i0 / kChunk) * kFnBlock, out, acc);
+              }
+            }
+          }
+          for (int v = 0; v < kSums; ++v)
+            pw[(static_cast<std::size_t>(w) * kSums + v) * kBatch + lane] = acc[v];
+        }
+      for (int lane = 0; lane < kBatch; ++lane)  // CTA reduction: warps in order
+        for (int v = 0; v < kSums; ++v) {
+          float s = pw[static_cast<std::size_t>(v) * kBatch + lane];
+          for (int w = 1; w < tl.warps; ++w)
+            s = add_rn(s, pw[(static_cast<std::size_t>(w) * kSums + v) * kBatch + lane]);
+          cta[(static_cast<std::size_t>(rank) * kBatch + lane) * kSums + v] = s;
+        }
+    }
+    for (int lane = 0; lane < kBatch; ++lane) {  // owner CTA: ranks in order, then coefficients
+      const std::int64_t t = b0 + lane;
+      if (t >= p.tokens) continue;
+      float sums[kSums];
+      for (int v = 0; v < kSums; ++v) {
+        float s = cta[static_cast<std::size_t>(lane) * kSums + v];
+        for (int rank = 1; rank < tl.cluster; ++rank)
+          s = add_rn(s, cta[(static_cast<std::size_t>(rank) * kBatch + lane) * kSums + v]);
+        sums[v] = s;
+      }
+      float mu[kMix], coef[kMix];
+      coefficients(sums, width4d, p.base, p.s, mu, coef);
+      for (int r = 0; r < kMix; ++r) {
+        o.coef[t * kMix + r] = coef[r];
+        if (o.mu != nullptr) o.mu[t * kMix + r] = mu[r];
+      }
+      const std::uint16_t* xs = fused ? o.x_out : p.x;  // phase C reads the new streams back
+      for (std::int64_t i = 0; i < p.d; ++i) {
+        float x[kStreams];
+        for (int k = 0; k < kStreams; ++k) x[k] = bf16_value(xs[t * 4 * p.d + k * p.d + i]);
+        o.u[t * p.d + i] = collapse_value(coef + kPreOff, x);
+      }
+    }
+  }
+}
+
+// The standalone write-back (mhc_post kernel): X' = bf16(post ⊗ F + Cᵀ X) for every element.
+inline void executor_post(const Problem& p, std::uint16_t* x_out) {
+  for (std::int64_t t = 0; t < p.tokens; ++t) {
+    const float* post = p.coef_in + t * kMix + kPostOff;
+    const float* comb = p.coef_in + t * kMix + kCombOff;
+    for (std::int64_t i = 0; i < p.d; ++i) {
+      float x[kStreams];
+      for (int j = 0; j < kStreams; ++j) x[j] = bf16_value(p.x[t * 4 * p.d + j * p.d + i]);
+      const float f = bf16_value(p.f[t * p.d + i]);
+      for (int k = 0; k < kStreams; ++k)
+        x_out[t * 4 * p.d + k * p.d + i] = to_bf16(post_value(post, comb, k, f, x));
+    }
+  }
+}
+
+}  // namespace v4ref::cuda::mhc

@@ -1,0 +1,298 @@
+// The CUDA main compressor (cuda/src/compressor_fp8_sm90.cu) on the device (label gpu;
+// docs/cuda-mhc-compressor.md §4.5). The CPU executor (compressor_tile.hpp) runs the kernels'
+// own per-thread math and reduction order and passes the reference gates of
+// tests/reference/compressor_executor_test.cpp; here the device must reproduce it bit for bit:
+// prefill cache rows and the debug intermediates (pooled, normed) on the executor test's cases,
+// the prefill hand-off state, decode steps after a hand-off (single sequence and a batch at mixed
+// positions), both poison families, 20 bitwise reruns.
+// Skips without a device unless V4REF_REQUIRE_GPU=1.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "v4ref/cuda/check.hpp"
+#include "v4ref/cuda/compressor.hpp"
+#include "v4ref/cuda/compressor_tile.hpp"
+#include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/rng.hpp"
+#include "v4ref/ref/rope.hpp"
+
+namespace v4ref {
+namespace {
+
+namespace cmp = cuda::cmp;
+
+#define V4REF_REQUIRE_DEVICE()                                                           \
+  do {                                                                                   \
+    std::string why;                                                                     \
+    if (!cuda::device_available(&why)) {                                                 \
+      const char* req = std::getenv("V4REF_REQUIRE_GPU");                                \
+      if (req != nullptr && std::string(req) == "1")                                     \
+        FAIL() << "V4REF_REQUIRE_GPU=1 but no usable CUDA device: " << why;              \
+      GTEST_SKIP() << "no CUDA device (" << why << "); set V4REF_REQUIRE_GPU=1 to fail"; \
+    }                                                                                    \
+  } while (0)
+
+std::uint64_t global_seed() {
+  const char* v = std::getenv("V4REF_SEED");
+  return v == nullptr || *v == '\0' ? 0 : std::strtoull(v, nullptr, 0);
+}
+
+struct Inputs {
+  std::string name;
+  cmp::Dims dm;
+  std::int64_t tokens = 0;
+  std::vector<float> a, g, ape, norm_w, cos, sin;
+  float eps = 1e-6f;
+  cmp::PrefillProblem problem() const {
+    cmp::PrefillProblem p;
+    p.dm = dm;
+    p.tokens = tokens;
+    p.a = a.data();
+    p.g = g.data();
+    p.ape = ape.data();
+    p.norm_w = norm_w.data();
+    p.eps = eps;
+    p.cos = cos.data();
+    p.sin = sin.data();
+    return p;
+  }
+};
+
+std::vector<float> normal_f32(std::size_t n, std::uint64_t seed, double mean, double sd) {
+  Rng rng(seed);
+  std::vector<float> v(n);
+  for (float& x : v) x = static_cast<float>(mean + sd * rng.normal());
+  return v;
+}
+
+// As in the executor test (same seeds, same data).
+Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::int64_t tokens,
+                 double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
+                 std::int64_t table_entries = 0) {
+  const std::uint64_t gs = global_seed();
+  const std::string shape =
+      std::to_string(tokens) + "x" + std::to_string(width) + "m" + std::to_string(ratio);
+  Inputs in;
+  in.name = name;
+  in.dm = cmp::make_dims(ratio, width);
+  in.tokens = tokens;
+  const auto n = static_cast<std::size_t>(tokens * in.dm.cw());
+  in.a = normal_f32(n, derive_seed(name, "a", shape, gs), 0.0, a_sd);
+  in.g = normal_f32(n, derive_seed(name, "g", shape, gs), 0.0, g_sd);
+  in.ape = normal_f32(static_cast<std::size_t>(ratio * in.dm.cw()),
+                      derive_seed(name, "ape", shape, gs), 0.0, ape_sd);
+  in.norm_w =
+      normal_f32(static_cast<std::size_t>(width), derive_seed(name, "norm", shape, gs), 1.0, 0.1);
+  for (float& w : in.norm_w) w = static_cast<float>(fmt::round_bf16(w));
+  const ref::RopeTable rope = ref::make_rope_table(160000.0, true, YarnConfig{}, 64);
+  std::vector<float> om(rope.omega_fp32.begin(), rope.omega_fp32.end());
+  cmp::rope_table(om.data(), std::max<std::int64_t>({1, tokens / ratio, table_entries}), ratio,
+                  in.cos, in.sin);
+  return in;
+}
+
+struct Exec {
+  std::vector<std::uint8_t> cache;
+  std::vector<std::uint16_t> pooled, normed;
+};
+
+Exec executor(const Inputs& in) {
+  const std::int64_t E = in.tokens / in.dm.ratio;
+  Exec e;
+  e.cache.assign(static_cast<std::size_t>(E * in.dm.row_bytes()), 0x5A);
+  e.pooled.assign(static_cast<std::size_t>(E * in.dm.width), 0);
+  e.normed.assign(e.pooled.size(), 0);
+  cmp::executor_prefill(in.problem(), e.cache.data(), e.pooled.data(), e.normed.data());
+  return e;
+}
+
+struct Case {
+  std::string name;
+  int ratio;
+  std::int64_t width, tokens;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+class CompressorGpuDiff : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CompressorGpuDiff, PrefillBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  const Case& c = GetParam();
+  const Inputs in = synthetic("compressor/" + c.name, c.ratio, c.width, c.tokens);
+  const Exec e = executor(in);
+  const cuda::CompressorHostOut k = cuda::compressor_prefill_host(in.problem(), true);
+  EXPECT_EQ(k.cache, e.cache)
+      << in.name
+      << ": cache rows (the device buffer was poisoned with 0xA5, the executor's with 0x5A)";
+  EXPECT_EQ(k.pooled, e.pooled) << in.name << ": pooled";
+  EXPECT_EQ(k.normed, e.normed) << in.name << ": normed";
+  const cmp::DecodeState st = cmp::executor_prefill_state(in.problem());
+  EXPECT_EQ(0, std::memcmp(k.state_kv.data(), st.kv.data(), st.kv.size() * 4))
+      << in.name << ": hand-off state kv";
+  EXPECT_EQ(0, std::memcmp(k.state_score.data(), st.score.data(), st.score.size() * 4))
+      << in.name << ": hand-off state score";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CompressorGpuDiff,
+    ::testing::Values(Case{"c4_w512_T37", 4, 512, 37}, Case{"c128_w512_T300", 128, 512, 300},
+                      Case{"c4_w128_T19", 4, 128, 19}, Case{"c128_w128_T130", 128, 128, 130},
+                      Case{"c4_w512_T8192", 4, 512, 8192}, Case{"c128_w512_T8192", 128, 512, 8192}),
+    [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+TEST(CompressorGpu, AdversarialBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  for (const Inputs& in : {synthetic("compressor/adv_spiky_c4", 4, 512, 33, 1.0, 20.0, 20.0),
+                           synthetic("compressor/adv_spiky_c128", 128, 128, 256, 1.0, 20.0, 20.0),
+                           synthetic("compressor/adv_huge", 4, 512, 21, 1e15),
+                           synthetic("compressor/adv_tiny", 4, 512, 21, 1e-15)}) {
+    const cuda::CompressorHostOut k = cuda::compressor_prefill_host(in.problem(), false);
+    EXPECT_EQ(k.cache, executor(in).cache) << in.name;
+  }
+}
+
+// Decode steps after a prefill hand-off equal the executor's decode (and so the prefill of the
+// longer sequence, tested on the CPU), including the state.
+TEST(CompressorGpu, DecodeBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  for (const auto& [ratio, t0, t1] :
+       {std::make_tuple(4, 0, 23), std::make_tuple(4, 9, 30), std::make_tuple(128, 100, 300)}) {
+    for (const std::int64_t width : {128, 512}) {
+      const Inputs full =
+          synthetic("compressor/decode_m" + std::to_string(ratio), ratio, width, t1);
+      Inputs head = full;
+      head.tokens = t0;
+      const cmp::Dims& dm = full.dm;
+      const int cw = dm.cw();
+      const std::int64_t entries_max = t1 / ratio + 1;
+      cmp::DecodeState se = cmp::executor_prefill_state(head.problem()), sk = se;
+      std::vector<std::uint8_t> ce(static_cast<std::size_t>(entries_max * dm.row_bytes()), 0xA5),
+          ck = ce;
+      for (std::int64_t t = t0; t < t1; ++t) {
+        const std::int64_t j = t / ratio;
+        cmp::executor_decode_step(dm, se, t, full.a.data() + t * cw, full.g.data() + t * cw,
+                                  full.ape.data(), full.norm_w.data(), full.eps,
+                                  cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32},
+                                  ce.data() + j * dm.row_bytes());
+      }
+      cuda::compressor_decode_host(dm, t0, t1 - t0, full.a.data() + t0 * cw,
+                                   full.g.data() + t0 * cw, full.ape.data(), full.norm_w.data(),
+                                   full.eps, full.cos, full.sin, sk, ck);
+      const std::string where =
+          full.name + " w " + std::to_string(width) + " from " + std::to_string(t0);
+      EXPECT_EQ(ck, ce) << where << ": cache";
+      EXPECT_EQ(0, std::memcmp(sk.kv.data(), se.kv.data(), se.kv.size() * 4))
+          << where << ": state kv";
+      EXPECT_EQ(0, std::memcmp(sk.score.data(), se.score.data(), se.score.size() * 4))
+          << where << ": state score";
+    }
+  }
+}
+
+// One batched decode launch: 96 sequences at positions 0..95 (a quarter complete a CSA block),
+// each equal to its own executor step.
+TEST(CompressorGpu, BatchedDecodeMixedPositions) {
+  V4REF_REQUIRE_DEVICE();
+  constexpr std::int64_t kB = 96;
+  const Inputs in = synthetic("compressor/decode_batch", 4, 512, kB, 1.0, 1.0, 0.5, kB);
+  const cmp::Dims& dm = in.dm;
+  const int cw = dm.cw(), rows = dm.state_rows();
+  const std::int64_t entries_max = kB / 4 + 1;
+  std::vector<float> kv, sc;
+  std::vector<std::int64_t> pos(kB);
+  std::vector<std::uint8_t> cache(static_cast<std::size_t>(kB * entries_max * dm.row_bytes()),
+                                  0xA5);
+  std::vector<std::uint8_t> want = cache;
+  for (std::int64_t b = 0; b < kB; ++b) {
+    pos[static_cast<std::size_t>(b)] = b;
+    Inputs head = in;
+    head.tokens = b;  // a hand-off state after b tokens of the same data, then step b
+    cmp::DecodeState st = cmp::executor_prefill_state(head.problem());
+    kv.insert(kv.end(), st.kv.begin(), st.kv.end());
+    sc.insert(sc.end(), st.score.begin(), st.score.end());
+  }
+  std::vector<float> kv_want = kv, sc_want = sc;
+  for (std::int64_t b = 0; b < kB; ++b) {
+    cmp::DecodeState st(dm);
+    std::copy(kv.begin() + b * rows * cw, kv.begin() + (b + 1) * rows * cw, st.kv.begin());
+    std::copy(sc.begin() + b * rows * cw, sc.begin() + (b + 1) * rows * cw, st.score.begin());
+    const std::int64_t j = b / 4;
+    cmp::executor_decode_step(dm, st, b, in.a.data() + b * cw, in.g.data() + b * cw, in.ape.data(),
+                              in.norm_w.data(), in.eps,
+                              cmp::RopeRow{in.cos.data() + j * 32, in.sin.data() + j * 32},
+                              want.data() + (b * entries_max + j) * dm.row_bytes());
+    std::copy(st.kv.begin(), st.kv.end(), kv_want.begin() + b * rows * cw);
+    std::copy(st.score.begin(), st.score.end(), sc_want.begin() + b * rows * cw);
+  }
+  // Device: one launch for all 96 sequences.
+  float *dkv, *dsc, *da, *dg, *dape, *dnw, *dcos, *dsin;
+  std::int64_t* dpos;
+  std::uint8_t* dcache;
+  const auto up = [](auto*& d, const auto& h) {
+    V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d), h.size() * sizeof(h[0])));
+    V4REF_CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(h[0]), cudaMemcpyHostToDevice));
+  };
+  up(dkv, kv);
+  up(dsc, sc);
+  up(da, in.a);
+  up(dg, in.g);
+  up(dape, in.ape);
+  up(dnw, in.norm_w);
+  up(dcos, in.cos);
+  up(dsin, in.sin);
+  up(dpos, pos);
+  up(dcache, cache);
+  cuda::CompressorDecodeLaunch p;
+  p.dm = dm;
+  p.batch = kB;
+  p.positions = dpos;
+  p.a = da;  // row b of a is token b: exactly the token each sequence decodes
+  p.g = dg;
+  p.ape = dape;
+  p.norm_w = dnw;
+  p.eps = in.eps;
+  p.cos = dcos;
+  p.sin = dsin;
+  p.state_kv = dkv;
+  p.state_score = dsc;
+  p.cache = dcache;
+  p.entries_max = entries_max;
+  cuda::compressor_decode(p);
+  V4REF_CUDA_CHECK(cudaDeviceSynchronize());
+  V4REF_CUDA_CHECK(cudaMemcpy(cache.data(), dcache, cache.size(), cudaMemcpyDeviceToHost));
+  V4REF_CUDA_CHECK(cudaMemcpy(kv.data(), dkv, kv.size() * 4, cudaMemcpyDeviceToHost));
+  V4REF_CUDA_CHECK(cudaMemcpy(sc.data(), dsc, sc.size() * 4, cudaMemcpyDeviceToHost));
+  for (void* d : {static_cast<void*>(dkv), static_cast<void*>(dsc), static_cast<void*>(da),
+                  static_cast<void*>(dg), static_cast<void*>(dape), static_cast<void*>(dnw),
+                  static_cast<void*>(dcos), static_cast<void*>(dsin), static_cast<void*>(dpos),
+                  static_cast<void*>(dcache)})
+    cudaFree(d);
+  EXPECT_EQ(cache, want) << "cache (untouched rows keep 0xA5 on both sides)";
+  EXPECT_EQ(0, std::memcmp(kv.data(), kv_want.data(), kv.size() * 4)) << "state kv";
+  EXPECT_EQ(0, std::memcmp(sc.data(), sc_want.data(), sc.size() * 4)) << "state score";
+}
+
+TEST(CompressorGpu, TwentyBitwiseReruns) {
+  V4REF_REQUIRE_DEVICE();
+  for (const int ratio : {4, 128}) {
+    const Inputs in = synthetic("compressor/reruns", ratio, 512, 4096);
+    const cuda::CompressorHostOut first = cuda::compressor_prefill_host(in.problem(), false);
+    for (int r = 1; r < 20; ++r) {
+      const cuda::CompressorHostOut again = cuda::compressor_prefill_host(in.problem(), false);
+      ASSERT_EQ(again.cache, first.cache) << "m " << ratio << " rerun " << r;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace v4ref
