@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ostream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -127,6 +128,9 @@ struct NsCase {
   std::int64_t rows = 0, cols = 0;
   double kappa = 0;
 };
+
+// GoogleTest prints parameters with this (test listings show the case name, not bytes).
+inline void PrintTo(const NsCase& c, std::ostream* os) { *os << c.name; }
 
 // The cases of the executor test and the seed sweep (the gpu test adds an odd shape). Names
 // are the seed's case string, so a sweep failure at V4REF_SEED = s replays in the executor test.
