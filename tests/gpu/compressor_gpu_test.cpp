@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/gpu_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
@@ -30,17 +31,6 @@ namespace v4ref {
 namespace {
 
 namespace cmp = cuda::cmp;
-
-#define V4REF_REQUIRE_DEVICE()                                                           \
-  do {                                                                                   \
-    std::string why;                                                                     \
-    if (!cuda::device_available(&why)) {                                                 \
-      const char* req = std::getenv("V4REF_REQUIRE_GPU");                                \
-      if (req != nullptr && std::string(req) == "1")                                     \
-        FAIL() << "V4REF_REQUIRE_GPU=1 but no usable CUDA device: " << why;              \
-      GTEST_SKIP() << "no CUDA device (" << why << "); set V4REF_REQUIRE_GPU=1 to fail"; \
-    }                                                                                    \
-  } while (0)
 
 std::uint64_t global_seed() {
   const char* v = std::getenv("V4REF_SEED");

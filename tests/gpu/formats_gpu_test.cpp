@@ -10,27 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "../common/gpu_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/formats.hpp"
 #include "v4ref/ref/core/formats.hpp"
 
 namespace v4ref::cuda {
 namespace {
-
-bool gpu_required() {
-  const char* v = std::getenv("V4REF_REQUIRE_GPU");
-  return v != nullptr && std::string(v) == "1";
-}
-
-// Skips (or fails under V4REF_REQUIRE_GPU=1) when no device can run the kernels.
-#define V4REF_REQUIRE_DEVICE()                                                                \
-  do {                                                                                        \
-    std::string why;                                                                          \
-    if (!device_available(&why)) {                                                            \
-      if (gpu_required()) FAIL() << "V4REF_REQUIRE_GPU=1 but no usable CUDA device: " << why; \
-      GTEST_SKIP() << "no usable CUDA device: " << why;                                       \
-    }                                                                                         \
-  } while (0)
 
 // Counts elements whose bits differ; reports the first few with both values.
 template <class T, class HostFn>

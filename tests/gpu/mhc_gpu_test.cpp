@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/gpu_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/mhc.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
@@ -35,17 +36,6 @@ namespace v4ref {
 namespace {
 
 namespace mhc = cuda::mhc;
-
-#define V4REF_REQUIRE_DEVICE()                                                           \
-  do {                                                                                   \
-    std::string why;                                                                     \
-    if (!cuda::device_available(&why)) {                                                 \
-      const char* req = std::getenv("V4REF_REQUIRE_GPU");                                \
-      if (req != nullptr && std::string(req) == "1")                                     \
-        FAIL() << "V4REF_REQUIRE_GPU=1 but no usable CUDA device: " << why;              \
-      GTEST_SKIP() << "no CUDA device (" << why << "); set V4REF_REQUIRE_GPU=1 to fail"; \
-    }                                                                                    \
-  } while (0)
 
 // The repository root: $V4REF_SOURCE_DIR when set (ctest sets it; a copied build tree on another
 // machine can point it at its checkout), else the configure-time path.

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/gpu_test_support.hpp"
 #include "../common/muon_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/muon.hpp"
@@ -28,17 +29,6 @@ using test::NsCase;
 
 namespace ns = cuda::ns;
 using ref::MuonMatrix;
-
-#define V4REF_REQUIRE_DEVICE()                                                           \
-  do {                                                                                   \
-    std::string why;                                                                     \
-    if (!cuda::device_available(&why)) {                                                 \
-      const char* req = std::getenv("V4REF_REQUIRE_GPU");                                \
-      if (req != nullptr && std::string(req) == "1")                                     \
-        FAIL() << "V4REF_REQUIRE_GPU=1 but no usable CUDA device: " << why;              \
-      GTEST_SKIP() << "no CUDA device (" << why << "); set V4REF_REQUIRE_GPU=1 to fail"; \
-    }                                                                                    \
-  } while (0)
 
 MuonMatrix slice(const std::vector<float>& v, std::int64_t j, std::int64_t r, std::int64_t c) {
   MuonMatrix m(r, c);
