@@ -1,4 +1,5 @@
 // The v4ref command-line tool, run as a user runs it.
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <array>
@@ -36,7 +37,7 @@ RunResult run(const std::string& args) {
 }
 
 std::filesystem::path temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("v4ref_cli_" + name);
+  auto p = std::filesystem::temp_directory_path() / ("v4ref_cli_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   return p;
 }

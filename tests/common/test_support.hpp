@@ -12,6 +12,7 @@
 #include <initializer_list>
 #include <string>
 #include <vector>
+#include <unistd.h>
 
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
@@ -57,16 +58,28 @@ std::vector<std::byte> as_bytes(const std::vector<T>& v) {
   return out;
 }
 
+// A path under the system temp folder that no other test process uses: ctest runs every test
+// case as its own process, two at a time, so fixed names (even in SetUpTestSuite) race.
+// Shape: <tmp>/v4ref_<tag>_<suite>_<test>_<pid>.
+inline std::filesystem::path unique_temp_path(const std::string& tag) {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const auto* suite = ::testing::UnitTest::GetInstance()->current_test_suite();
+  std::string name = "v4ref_" + tag;
+  if (info != nullptr)
+    name += std::string("_") + info->test_suite_name() + "_" + info->name();
+  else if (suite != nullptr)
+    name += std::string("_") + suite->name();
+  name += "_" + std::to_string(::getpid());
+  for (char& c : name)
+    if (c == '/') c = '_';
+  return std::filesystem::temp_directory_path() / name;
+}
+
 // A fresh directory under the system temp folder, removed on destruction.
 class TempDir {
  public:
   explicit TempDir(const std::string& tag) {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = "v4ref_" + tag;
-    if (info != nullptr) name += std::string("_") + info->test_suite_name() + "_" + info->name();
-    for (char& c : name)
-      if (c == '/') c = '_';
-    path_ = std::filesystem::temp_directory_path() / name;
+    path_ = unique_temp_path(tag);
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }

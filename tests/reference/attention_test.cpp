@@ -485,7 +485,7 @@ TEST(AttentionDeterminism, ThreadCountBitwise) {
 
 TEST(AttentionLoad, FromGeneratedCheckpoint) {
   const ModelConfig cfg = preset_config("tiny-flash");
-  const auto dir = std::filesystem::temp_directory_path() / "v4ref_attention_test_ckpt";
+  const auto dir = test::unique_temp_path("attention_ckpt");
   make_checkpoint(cfg, dir, {});
   const Checkpoint ckpt = Checkpoint::open(dir);
   for (const std::int64_t li : {std::int64_t{0}, cfg.n_layers}) {

@@ -2,6 +2,7 @@
 // deterministically, with values a forward pass can use.
 #include "v4ref/ref/checkpoint_gen.hpp"
 
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +16,7 @@ namespace v4ref {
 namespace {
 
 std::filesystem::path temp_dir(const std::string& name) {
-  auto p = std::filesystem::temp_directory_path() / ("v4ref_gen_" + name);
+  auto p = std::filesystem::temp_directory_path() / ("v4ref_gen_" + name + "_" + std::to_string(::getpid()));
   std::filesystem::remove_all(p);
   return p;
 }

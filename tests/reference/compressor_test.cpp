@@ -533,7 +533,7 @@ TEST(CompressorErrors, BadInputsAreRejectedWithNames) {
 
 TEST(CompressorLoad, LoadsTheLayersOfAGeneratedTinyCheckpoint) {
   const ModelConfig cfg = preset_config("tiny-flash");
-  const auto dir = std::filesystem::temp_directory_path() / "v4ref_compressor_ckpt";
+  const auto dir = test::unique_temp_path("compressor_ckpt");
   std::filesystem::remove_all(dir);
   make_checkpoint(cfg, dir);
   const Checkpoint ckpt = Checkpoint::open(dir);

@@ -254,7 +254,7 @@ class IndexerCheckpoint : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     cfg_ = new ModelConfig(preset_config("tiny-flash"));
-    dir_ = new std::filesystem::path(std::filesystem::temp_directory_path() / "v4ref_indexer_ckpt");
+    dir_ = new std::filesystem::path(test::unique_temp_path("indexer_ckpt"));
     std::filesystem::remove_all(*dir_);
     make_checkpoint(*cfg_, *dir_);
   }
@@ -311,7 +311,7 @@ TEST_F(IndexerCheckpoint, PrefillAgreesWithNaiveFormulation) {
 // needs an input width that is a multiple of 128, and tiny-flash's q_lora_rank is 64.
 TEST(IndexerPolicy, OfficialPolicyPointsLandOnTheirGrids) {
   const ModelConfig cfg = preset_config("tiny-pro");
-  const auto dir = std::filesystem::temp_directory_path() / "v4ref_indexer_ckpt_pro";
+  const auto dir = test::unique_temp_path("indexer_ckpt_pro");
   std::filesystem::remove_all(dir);
   make_checkpoint(cfg, dir);
   const Checkpoint ckpt = Checkpoint::open(dir);

@@ -292,7 +292,7 @@ TEST(MhcErrors, ShapesAndNonFinite) {
 
 TEST(MhcLoad, FromGeneratedCheckpoint) {
   const ModelConfig cfg = preset_config("tiny-flash");
-  const auto dir = std::filesystem::temp_directory_path() / "v4ref_mhc_test_ckpt";
+  const auto dir = test::unique_temp_path("mhc_ckpt");
   make_checkpoint(cfg, dir, {});
   const Checkpoint ckpt = Checkpoint::open(dir);
   const HcParams p = load_hc_params(ckpt, cfg, layer_config(cfg, 1).prefix, "ffn");

@@ -389,8 +389,7 @@ class MoeCheckpoint : public ::testing::TestWithParam<ExpertDtype> {
   void SetUp() override {
     cfg_ = preset_config("tiny-flash");
     cfg_.expert_dtype = GetParam();
-    dir_ = std::filesystem::temp_directory_path() /
-           (GetParam() == ExpertDtype::kFp4 ? "v4ref_moe_ckpt_fp4" : "v4ref_moe_ckpt_fp8");
+    dir_ = test::unique_temp_path(GetParam() == ExpertDtype::kFp4 ? "moe_ckpt_fp4" : "moe_ckpt_fp8");
     std::filesystem::remove_all(dir_);
     make_checkpoint(cfg_, dir_);
   }

@@ -3,6 +3,7 @@
 
 #include "v4ref/ref/core/error.hpp"
 
+#include <unistd.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -32,7 +33,7 @@ TEST(Sha256, MillionAInChunksAcrossBlockBoundaries) {
 }
 
 TEST(Sha256, FileEqualsText) {
-  const auto path = std::filesystem::temp_directory_path() / "v4ref_sha256_test.txt";
+  const auto path = std::filesystem::temp_directory_path() / ("v4ref_sha256_test_" + std::to_string(::getpid()) + ".txt");
   {
     std::ofstream out(path, std::ios::binary);
     out << "abc";
