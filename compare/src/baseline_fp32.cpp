@@ -333,6 +333,8 @@ TensorSet compressor(const ComponentCall& call) {
       if (pol.on(QuantPoint::kCkvQ8)) fake_quant_row(e, w - table.rope_dim, 64, false);
     } else {
       hadamard_f(e, w);
+      if (pol.on(QuantPoint::kBf16Hadamard))
+        for (std::int64_t i = 0; i < w; ++i) e[i] = bf16f(e[i]);
       if (pol.on(QuantPoint::kIdxKQ4)) fake_quant_row(e, w, 32, true);
     }
   }

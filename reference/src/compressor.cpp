@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/dequant.hpp"
 #include "v4ref/ref/hadamard.hpp"
 #include "v4ref/ref/norm.hpp"
@@ -167,6 +168,8 @@ Vec postprocess_entry(const Vec& pooled, std::int64_t j, const CompressorWeights
     }
   } else {
     hadamard_inplace(row);
+    if (policy.on(QuantPoint::kBf16Hadamard))  // rotate_activation returns bf16 (§2.4)
+      for (double& v : row) v = fmt::round_bf16(v);
     if (policy.on(QuantPoint::kIdxKQ4)) q4_fake_quant(row, kIdxQ4Block, row);
   }
   return c.row(0).transpose();

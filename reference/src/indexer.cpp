@@ -51,6 +51,7 @@ Mat index_queries(const Mat& c, std::span<const std::int64_t> positions, const I
   apply_rope_heads_inplace(q, w.n_heads, w.head_dim, positions, rope, policy, false,
                            w.prefix + "q.rope");
   q = hadamard_blocks(q, w.head_dim);  // Had per head (§2.4)
+  round_bf16_if(q, policy, QuantPoint::kBf16Hadamard);  // rotate_activation returns bf16
   if (policy.on(QuantPoint::kIdxQQ4)) {
     for (Eigen::Index t = 0; t < q.rows(); ++t) {
       std::span<double> row(q.row(t).data(), static_cast<std::size_t>(q.cols()));

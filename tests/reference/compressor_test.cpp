@@ -495,6 +495,39 @@ TEST(CompressorPolicy, QuantPointsLandOnTheirGrids) {
   }
 }
 
+// kBf16Hadamard (official): OFF's rotate_activation takes and returns bf16, so the indexer key is
+// bf16(Had(·)) before Q4. Alone it equals the exact entry rounded to bf16; with Q4 it equals
+// Q4(bf16(Had(·))), and there are inputs where that differs from Q4(Had(·)) (double rounding).
+TEST(CompressorPolicy, IndexerHadamardOutputIsRoundedToBf16BeforeQ4) {
+  const RopeTable rope = compress_rope();
+  const Mat x = random_mat(400, 32, 1.0, 73);
+  const CompressorWeights iw = synth(4, 128, 32, CompressorKind::kIndexer, "pol_had");
+  const Mat ex = compress_prefill(x, iw, rope, kEps, PrecisionPolicy::exact());
+  PrecisionPolicy had_only;
+  had_only.enable(QuantPoint::kBf16Hadamard);
+  const Mat eh = compress_prefill(x, iw, rope, kEps, had_only);
+  PrecisionPolicy had_q4 = had_only, q4_only;
+  had_q4.enable(QuantPoint::kIdxKQ4);
+  q4_only.enable(QuantPoint::kIdxKQ4);
+  const Mat ehq = compress_prefill(x, iw, rope, kEps, had_q4);
+  const Mat eq = compress_prefill(x, iw, rope, kEps, q4_only);
+  std::int64_t differ = 0;
+  for (std::int64_t j = 0; j < ex.rows(); ++j) {
+    std::vector<double> r(128), q(128);
+    for (int i = 0; i < 128; ++i) r[static_cast<std::size_t>(i)] = fmt::round_bf16(ex(j, i));
+    for (int i = 0; i < 128; ++i) ASSERT_EQ(eh(j, i), r[static_cast<std::size_t>(i)]) << j << "," << i;
+    q4_fake_quant(r, 32, q);
+    for (int i = 0; i < 128; ++i) ASSERT_EQ(ehq(j, i), q[static_cast<std::size_t>(i)]) << j << "," << i;
+    if (ehq.row(j) != eq.row(j)) ++differ;
+  }
+  EXPECT_NE(eh, ex);
+  // Seen on this input: the bf16 step moves some Q4 codes (a value within bf16 rounding of an
+  // e2m1 decision boundary), so the point is observable, not a no-op.
+  EXPECT_GT(differ, 0);
+  EXPECT_TRUE(PrecisionPolicy::official().on(QuantPoint::kBf16Hadamard));
+  EXPECT_FALSE(PrecisionPolicy::qat().on(QuantPoint::kBf16Hadamard));
+}
+
 // ------------------------------------------------------------------ errors
 
 TEST(CompressorErrors, BadInputsAreRejectedWithNames) {

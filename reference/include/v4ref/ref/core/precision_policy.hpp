@@ -37,6 +37,8 @@ enum class QuantPoint : std::uint8_t {
   kBf16AttnOut,    // attention output rounded to bf16
   kBf16ExpertHidden,  // expert intermediate rounded to bf16 before W2 (§9.3, §12)
   kBf16MoeOut,     // MoE output (fp32 sum of routed + shared outputs) rounded to bf16 (§9.3)
+  kBf16Hadamard,   // indexer Had output rounded to bf16 before Q4 (OFF rotate_activation takes and
+                   // returns bf16; §2.4, §2.5 items 4–5)
   kCount
 };
 
@@ -45,7 +47,7 @@ inline constexpr std::array<std::string_view, static_cast<std::size_t>(QuantPoin
     "store_bf16_residual", "store_bf16_norm", "bf16_q_head_norm", "store_bf16_linear",
     "store_bf16_rope", "rope_fp32_angle", "store_bf16_pooled", "bf16_index_scores",
     "store_bf16_attn_probs", "store_bf16_attn_out", "store_bf16_expert_hidden",
-    "store_bf16_moe_out"};
+    "store_bf16_moe_out", "store_bf16_hadamard"};
 
 inline std::string_view quant_point_name(QuantPoint p) {
   return kQuantPointNames.at(static_cast<std::size_t>(p));
