@@ -360,8 +360,11 @@ std::string BisectReport::text() const {
   s += "  " + std::to_string(compared) + " points compared, " + std::to_string(missing) +
        " missing in B, " + std::to_string(only_in_b.size()) + " only in B\n";
   for (const std::string& e : errors) s += "INVALID: " + e + "\n";
+  if (!stopped.empty()) s += "STOPPED: " + stopped + "\n";
   if (!first_fail) {
-    s += errors.empty() ? "PASS: every shared trace point is within tolerance\n" : "";
+    s += errors.empty() && stopped.empty()
+             ? "PASS: every shared trace point is within tolerance\n"
+             : "";
   } else {
     const PointResult& f = points[*first_fail];
     s += "\nFIRST FAILURE: " + f.name + "   [" + f.gate + "]\n";
@@ -398,9 +401,14 @@ std::string BisectReport::text() const {
                   b.out_rel_fro >= 0 ? num(b.out_rel_fro).c_str() : "-");
     s += line;
   }
-  s += pass() ? "RESULT: PASS\n"
-              : (errors.empty() ? "RESULT: FAIL at " + points[*first_fail].name + "\n"
-                                : "RESULT: INVALID\n");
+  if (pass())
+    s += "RESULT: PASS\n";
+  else if (!errors.empty())
+    s += "RESULT: INVALID\n";
+  else if (first_fail)
+    s += "RESULT: FAIL at " + points[*first_fail].name + "\n";
+  else
+    s += "RESULT: FAIL (stopped)\n";
   return s;
 }
 
@@ -446,6 +454,7 @@ nlohmann::ordered_json BisectReport::json() const {
   j["baseline"] = with_baseline;
   j["pass"] = pass();
   j["errors"] = errors;
+  j["stopped"] = stopped;
   j["first_failure"] = first_fail ? point_json(points[*first_fail]) : nlohmann::ordered_json();
   nlohmann::ordered_json bf = nlohmann::ordered_json::array();
   for (std::size_t i : block_failures) bf.push_back(points[i].name);
@@ -502,24 +511,38 @@ LiveBisect bisect_live(const ref::Model& model, const ref::Trace& a,
   if (a.has(ref::trace_names::kEmbed))
     b.put(std::string(ref::trace_names::kEmbed), a.at(ref::trace_names::kEmbed));
   ref::Mat x;
-  for (std::int64_t i = 0; i < cfg.n_layers; ++i) {
+  std::string stopped;
+  for (std::int64_t i = 0; i < cfg.n_layers && stopped.empty(); ++i) {
     const std::string in = ref::trace_names::layer(cfg, i, "block.in");
     if (i == 0 || opts.mode == BisectMode::kTeacherForced) x = a.at(in);
-    ref::LayerTrace lt;
-    x = impl.run_block(model, i, x, tokens, lt);
     const std::string prefix = ref::trace_names::block_prefix(cfg, i);
+    ref::LayerTrace lt;
+    try {
+      x = impl.run_block(model, i, x, tokens, lt);
+    } catch (const std::exception& e) {
+      stopped = impl.name() + " threw in " + prefix + "run_block: " + e.what() +
+                "; this block's points, later blocks and the head are not in B";
+      break;
+    }
     for (const std::string& k : ref::trace_names::block_keys()) {
       auto it = lt.tensors.find(k);
       if (it != lt.tensors.end()) b.put(prefix + k, std::move(it->second));
     }
     if (!b.has(prefix + "block.out")) b.put(prefix + "block.out", x);
+    if (opts.mode == BisectMode::kChained && !x.allFinite())
+      stopped = prefix + "block.out of " + impl.name() +
+                " holds non-finite values; chained mode cannot feed them on, so later blocks and "
+                "the head are not in B";
   }
-  const ref::Mat& last = opts.mode == BisectMode::kTeacherForced
-                             ? a.at(ref::trace_names::layer(cfg, cfg.n_layers - 1, "block.out"))
-                             : x;
-  model.logits_from_streams(last, &b);
+  if (stopped.empty()) {
+    const ref::Mat& last = opts.mode == BisectMode::kTeacherForced
+                               ? a.at(ref::trace_names::layer(cfg, cfg.n_layers - 1, "block.out"))
+                               : x;
+    model.logits_from_streams(last, &b);
+  }
   out.report = bisect_traces(a, b, opts);
   out.report.b_source = "live " + impl.name();
+  out.report.stopped = stopped;
   return out;
 }
 

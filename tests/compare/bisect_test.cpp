@@ -4,10 +4,13 @@
 //   * a live block implementation with a wrong MoE in layer 3: teacher-forced, the failures stay
 //     inside layer 3 (ffn.out then block.out); chained, they propagate to layer 4 and the head, the
 //     first failure is still layers.3.ffn.out; a chained B given as teacher-forced is rejected;
+//   * an implementation that produces NaN (chained: the run stops there, the tensor is named) or
+//     throws (reported as a stopped run, not propagated);
 //   * selections: near-tie swaps are explained, far swaps and unknown-bias swaps fail;
 //   * the baseline rule, the text and JSON outputs, and the `v4ref bisect` command.
 #include "v4ref/compare/bisect.hpp"
 
+#include <limits>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -200,6 +203,66 @@ TEST(BisectLive, ChainedPropagatesAndTeacherForcedCheckRejectsIt) {
   EXPECT_NE(bad.errors[0].find("layers.4.block.in"), std::string::npos) << bad.errors[0];
   EXPECT_FALSE(bad.pass());
   EXPECT_NE(bad.text().find("RESULT: INVALID"), std::string::npos);
+}
+
+// An implementation that fails at block `layer`: NaN in the MoE output (so in block.out) or a
+// thrown error, as a broken kernel or a failed launch would.
+class FailingBlocks final : public BlockImplementation {
+ public:
+  enum class How { kNaN, kThrow };
+  FailingBlocks(std::int64_t layer, How how) : layer_(layer), how_(how) {}
+  std::string name() const override { return "failing"; }
+  Mat run_block(const ref::Model& model, std::int64_t layer, const Mat& x,
+                std::span<const std::int64_t> tokens, ref::LayerTrace& trace) const override {
+    if (layer == layer_ && how_ == How::kThrow) throw Error("launch failed (injected)");
+    Mat out = reference_blocks()->run_block(model, layer, x, tokens, trace);
+    if (layer != layer_) return out;
+    out(0, 0) = std::numeric_limits<double>::quiet_NaN();
+    trace.tensors["block.out"] = out;
+    return out;
+  }
+
+ private:
+  std::int64_t layer_;
+  How how_;
+};
+
+TEST(BisectLive, ChainedNaNStopsAndNamesTheTensor) {
+  BisectOptions o;
+  o.mode = BisectMode::kChained;
+  const LiveBisect r = bisect_live(fx().model, fx().a, FailingBlocks(2, FailingBlocks::How::kNaN), o);
+  EXPECT_FALSE(r.report.pass());
+  ASSERT_TRUE(r.report.first()) << r.report.text();
+  EXPECT_EQ(r.report.first()->name, "layers.2.block.out");
+  EXPECT_NE(r.report.stopped.find("layers.2.block.out"), std::string::npos) << r.report.stopped;
+  EXPECT_FALSE(r.b.has("layers.3.block.in"));
+  EXPECT_FALSE(r.b.has(std::string(ref::trace_names::kLogits)));
+  const std::string text = r.report.text();
+  EXPECT_NE(text.find("STOPPED: layers.2.block.out"), std::string::npos) << text;
+  EXPECT_NE(text.find("RESULT: FAIL at layers.2.block.out"), std::string::npos) << text;
+  EXPECT_EQ(r.report.json()["stopped"], r.report.stopped);
+  // Teacher-forced: later blocks get A's inputs, so the run goes on and only layer 2 fails.
+  BisectOptions tf;
+  const LiveBisect t = bisect_live(fx().model, fx().a, FailingBlocks(2, FailingBlocks::How::kNaN), tf);
+  EXPECT_TRUE(t.report.stopped.empty());
+  EXPECT_EQ(failed_in(t.report, "layers.3."), 0) << t.report.text();
+  ASSERT_TRUE(t.report.first());
+  EXPECT_EQ(t.report.first()->name, "layers.2.block.out");
+}
+
+TEST(BisectLive, ThrowingImplementationIsReportedNotPropagated) {
+  for (BisectMode m : {BisectMode::kTeacherForced, BisectMode::kChained}) {
+    BisectOptions o;
+    o.mode = m;
+    const LiveBisect r =
+        bisect_live(fx().model, fx().a, FailingBlocks(1, FailingBlocks::How::kThrow), o);
+    EXPECT_FALSE(r.report.pass());
+    EXPECT_NE(r.report.stopped.find("launch failed (injected)"), std::string::npos);
+    EXPECT_NE(r.report.stopped.find("layers.1."), std::string::npos) << r.report.stopped;
+    EXPECT_FALSE(r.b.has("layers.1.block.out"));
+    EXPECT_NE(r.report.text().find("RESULT: FAIL (stopped)"), std::string::npos)
+        << r.report.text();
+  }
 }
 
 // ------------------------------------------------------------------ selections, synthetic traces

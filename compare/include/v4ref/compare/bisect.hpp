@@ -94,10 +94,11 @@ struct BisectReport {
   std::vector<BlockSummary> blocks;         // forward order
   std::vector<std::string> only_in_b;       // B's points A lacks (ignored)
   std::vector<std::string> errors;          // the comparison itself is invalid
+  std::string stopped;  // a live implementation stopped early (threw, or chained non-finite output)
   std::optional<std::size_t> first_fail;    // index into points
   std::vector<std::size_t> block_failures;  // failing points of first_fail's block, in order
 
-  bool pass() const { return errors.empty() && !first_fail; }
+  bool pass() const { return errors.empty() && !first_fail && stopped.empty(); }
   const PointResult* first() const { return first_fail ? &points[*first_fail] : nullptr; }
   std::string text() const;             // the human summary
   nlohmann::ordered_json json() const;  // summary keys first, then blocks and points
@@ -132,6 +133,10 @@ struct LiveBisect {
 // come from Model::forward on the same model, over all layers). Teacher-forced: block i gets A's
 // layers.{i}.block.in and the head reads A's last block.out (as Model::forward with a teacher);
 // chained: block 0 gets A's layers.0.block.in, block i > 0 the implementation's own output.
+// The run stops at the first block that throws (its points are then missing from B) or, chained,
+// whose output streams hold a NaN or ±Inf (its points are in B, so the first failure names the
+// tensor; no later block could meaningfully run on them). Either way report.stopped says where
+// and why, later blocks and the head are missing from B, and the report fails.
 LiveBisect bisect_live(const ref::Model& model, const ref::Trace& a,
                        const BlockImplementation& impl, const BisectOptions& opts = {});
 
