@@ -2,11 +2,13 @@
 #include "v4ref/compare/case.hpp"
 
 #include <cctype>
+#include <cmath>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 
 #include "v4ref/ref/core/error.hpp"
+#include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
 
 namespace v4ref::compare {
@@ -18,6 +20,28 @@ void TensorSet::put(const std::string& name, Mat value, std::string dtype) {
     items_.emplace(name, std::make_pair(std::move(value), std::move(dtype)));
   } else {
     it->second = {std::move(value), std::move(dtype)};
+  }
+}
+
+void require_inputs_on_their_grids(const TensorSet& inputs, const std::string& who) {
+  for (const std::string& name : inputs.names()) {
+    const std::string& dtype = inputs.dtype(name);
+    double (*round)(double) = nullptr;
+    if (dtype == "f32") round = &fmt::round_fp32;
+    if (dtype == "bf16") round = &fmt::round_bf16;
+    if (round == nullptr) continue;
+    const Mat& m = inputs.at(name);
+    for (Eigen::Index r = 0; r < m.rows(); ++r)
+      for (Eigen::Index c = 0; c < m.cols(); ++c) {
+        const double v = m(r, c);
+        if (std::isfinite(v) && round(v) != v) {
+          char buf[64];
+          std::snprintf(buf, sizeof buf, "%.17g", v);
+          throw NumericError(who + ": input " + name + "[" + std::to_string(r) + ", " +
+                             std::to_string(c) + "] = " + buf + " is tagged " + dtype +
+                             " but is not a " + dtype + " value");
+        }
+      }
   }
 }
 

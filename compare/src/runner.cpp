@@ -385,6 +385,7 @@ CaseResult run_case(const Case& c, const Implementation& impl, const RunnerOptio
   const ComponentSpec& spec = component(c.component);
   const ModelConfig& cfg = case_config(c);
   const TensorSet inputs = spec.make_inputs(c, cfg);
+  require_inputs_on_their_grids(inputs, "case " + c.name());
   TensorSet out;
   std::string error;
   bool ok = true;

@@ -75,6 +75,29 @@ TEST(RunnerTable, InputsAreDeterministicAndSeeded) {
   EXPECT_EQ(Case::from_json(c.to_json()).name(), c.name());
 }
 
+// Every case's inputs hold exactly what their dtype stores (run_case enforces it too), and a
+// value off its grid is rejected with its name, element and value.
+TEST(RunnerTable, InputsLieOnTheirDtypeGrids) {
+  for (const Case& c : case_table(0))
+    EXPECT_NO_THROW(require_inputs_on_their_grids(
+        component(c.component).make_inputs(c, case_config(c)), c.name()));
+  TensorSet bad;
+  Mat x = Mat::Constant(2, 3, 0.5);
+  x(1, 2) = 0.1;  // not a float
+  bad.put("scale", x, "f32");
+  try {
+    require_inputs_on_their_grids(bad, "case demo");
+    ADD_FAILURE() << "no exception";
+  } catch (const NumericError& e) {
+    EXPECT_NE(std::string(e.what()).find("case demo: input scale[1, 2] = 0.10000000000000001 is tagged f32"),
+              std::string::npos) << e.what();
+  }
+  bad.put("scale", Mat::Constant(2, 3, fmt::round_fp32(0.1)), "f32");
+  EXPECT_NO_THROW(require_inputs_on_their_grids(bad, "case demo"));
+  bad.put("x", Mat::Constant(1, 1, fmt::round_fp32(0.1)), "bf16");
+  EXPECT_THROW(require_inputs_on_their_grids(bad, "case demo"), NumericError);
+}
+
 TEST(RunnerTable, GlobalSeedFromEnvironment) {
   ::setenv("V4REF_SEED", "0x10", 1);
   EXPECT_EQ(global_seed_from_env(), 16u);

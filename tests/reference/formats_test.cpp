@@ -5,6 +5,7 @@
 // every encoder is checked on all codes (round trip), on every midpoint between adjacent codes
 // (ties to the even code) and one double ulp either side, and on saturation, underflow and NaN.
 #include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/rng.hpp"
 
 #include <gtest/gtest.h>
 
@@ -441,3 +442,23 @@ TEST(Bf16Codec, UnderflowsToSignedZero) {
 
 }  // namespace
 }  // namespace v4ref::fmt
+
+// GCC 12.2 -O3 once dropped round_fp32 when the SLP vectoriser packed two of them (three uniform
+// draws mapped to [0.5, 2) and rounded, the loop fully unrolled). The Release build compiles this
+// at -O3; every result must be a float value.
+namespace {
+__attribute__((noinline)) void three_rounded_uniforms(std::uint64_t seed, double* out) {
+  v4ref::Rng rng(seed);
+  for (int i = 0; i < 3; ++i) out[i] = v4ref::fmt::round_fp32(rng.uniform(0.5, 2.0));
+}
+}  // namespace
+
+TEST(FormatsFp32, RoundingSurvivesSlpVectorisation) {
+  std::int64_t off_grid = 0;
+  for (std::uint64_t seed = 0; seed < 1000; ++seed) {
+    double v[3];
+    three_rounded_uniforms(seed, v);
+    for (double x : v) off_grid += static_cast<double>(static_cast<float>(x)) != x;
+  }
+  EXPECT_EQ(off_grid, 0);
+}

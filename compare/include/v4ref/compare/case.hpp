@@ -45,6 +45,12 @@ class TensorSet {
   std::map<std::string, std::pair<Mat, std::string>, std::less<>> items_;
 };
 
+// Every input a case hands to an implementation must hold exactly what its dtype can store: a
+// value tagged "f32" or "bf16" that is not on that grid would reach a kernel already rounded
+// while the reference sees the unrounded double. NumericError naming `who`, the tensor, the
+// element [r, c], its value and dtype. Non-finite values pass (adversarial kinds use them).
+void require_inputs_on_their_grids(const TensorSet& inputs, const std::string& who);
+
 // Input recipes (guide §7). Each component lists the kinds it supports.
 enum class InputKind {
   kRandom,          // physically scaled random data

@@ -113,7 +113,18 @@ V4REF_HD inline double round_bf16(double x) { return bf16_to_double(bf16_encode(
 
 // ---------------------------------------------------------------- fp32 / tf32 helpers
 
-V4REF_HD inline double round_fp32(double x) { return static_cast<double>(static_cast<float>(x)); }
+// The float value nearest x (RNE), as a double. On the host the float passes through an empty asm
+// statement: GCC 12.2 at -O3 drops the double→float→double pair when its SLP vectoriser packs two
+// such conversions into one vector (cvtpd2ps/cvtps2pd omitted; -fno-tree-slp-vectorize or -O2
+// avoid it), which silently returned unrounded values. FormatsFp32.RoundingSurvivesSlpVectorisation
+// keeps the pattern that showed it.
+V4REF_HD inline double round_fp32(double x) {
+  float f = static_cast<float>(x);
+#if defined(__GNUC__) && !defined(__CUDA_ARCH__)
+  __asm__("" : "+m"(f));  // an opaque use: the rounded float must exist
+#endif
+  return static_cast<double>(f);
+}
 
 // ---------------------------------------------------------------- fp8 e4m3fn
 
