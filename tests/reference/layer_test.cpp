@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -272,18 +273,52 @@ TEST_P(LayerTest, CsaSelectionsRespectVisibilityAndSize) {
 // 1e-1; measured on these checkpoints 0.056–0.060 (SWA/HCA, CSA of tiny-pro) and 0.087–0.090
 // (CSA of tiny-flash). The lower bound 1e-4 is far below any single Q8 point (~1e-2) and
 // catches a policy that does not reach the components.
+// QAT vs exact on the attention sub-block, gated by first-order error addition rather than a
+// fixed number: with δ_p the relative change (Frobenius) from enabling fake-quant point p alone,
+// the change from all points together is, to first order, at most Σ_p δ_p (triangle inequality on
+// the linearised map); the second-order remainder is bounded by (Σ δ_p)² (each δ_p ≪ 1). Each δ_p
+// itself is one rounding stage: e4m3/e2m1 RNE moves an element by at most 2^-4 / 2^-2 of its
+// magnitude, so δ_p ≤ 2^-4 · g_p (Q8) with g_p the sub-block's gain from that stage to the output;
+// the test asserts g_p ≤ 2 for the Q8 points (the softmax and the norms do not amplify relative
+// errors much on these weights; a wrong block size or scale exponent gives g_p ≫ 2). Q4 points
+// act only through the top-k selection (indexer keys and queries never reach the output), so they
+// are bounded by the sum rule alone. Measured on tiny-flash / tiny-pro: act_q8 0.052–0.065
+// (g ≈ 1.0), kv_window_q8 0.019–0.024, ckv_q8 ≤ 0.010, the Q4 points up to 0.065 through changed
+// selections; all together 0.056–0.090 against sums of 0.08–0.21.
 TEST_P(LayerTest, ExactAndQatDifferButStayClose) {
   const Model m = open_model(GetParam());
+  const QuantPoint q8_points[] = {QuantPoint::kActQ8, QuantPoint::kKvWindowQ8, QuantPoint::kCkvQ8};
+  const QuantPoint q4_points[] = {QuantPoint::kIdxQQ4, QuantPoint::kIdxKQ4};
   for (std::int64_t li = 0; li < m.cfg.n_total_layers(); ++li) {
     SCOPED_TRACE(GetParam() + " layer " + std::to_string(li));
     const LayerWeights w = load_layer(m.ckpt, m.cfg, li, ExpertLoading::kCacheAll);
     const Mat x = random_mat(kT, m.cfg.dim, 400 + static_cast<std::uint64_t>(li));
     const Mat a = attention_sublayer_prefill(x, w, m.cfg, w.layer, PrecisionPolicy::exact());
-    const Mat b = attention_sublayer_prefill(x, w, m.cfg, w.layer, PrecisionPolicy::qat());
-    const double rel = (a - b).norm() / a.norm();
-    EXPECT_GT(rel, 1e-4);
-    EXPECT_LT(rel, 1e-1);
-    RecordProperty("qat_rel_" + std::to_string(li), std::to_string(rel));
+    const auto rel_to_exact = [&](const PrecisionPolicy& pol) {
+      return (a - attention_sublayer_prefill(x, w, m.cfg, w.layer, pol)).norm() / a.norm();
+    };
+    const double all = rel_to_exact(PrecisionPolicy::qat());
+    double sum = 0;
+    std::string parts;
+    for (const QuantPoint p : q8_points) {
+      const double d = rel_to_exact(PrecisionPolicy().enable(p));
+      EXPECT_LE(d, 2.0 * 0x1p-4) << quant_point_name(p) << ": gain above 2 from one Q8 stage";
+      if (p != QuantPoint::kCkvQ8) {
+        EXPECT_GT(d, 1e-3) << quant_point_name(p) << " had no effect";
+      }
+      sum += d;
+      parts += " " + std::string(quant_point_name(p)) + "=" + std::to_string(d);
+    }
+    for (const QuantPoint p : q4_points) {
+      const double d = rel_to_exact(PrecisionPolicy().enable(p));
+      sum += d;
+      parts += " " + std::string(quant_point_name(p)) + "=" + std::to_string(d);
+    }
+    EXPECT_GT(all, 1e-4);
+    EXPECT_LE(all, sum + sum * sum) << "all " << all << " vs" << parts;
+    RecordProperty("qat_rel_" + std::to_string(li), std::to_string(all) + " (sum of single points " +
+                                                        std::to_string(sum) + ")");
+    std::printf("layer %lld qat %.4f, single points%s\n", static_cast<long long>(li), all, parts.c_str());
   }
 }
 
