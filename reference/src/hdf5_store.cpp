@@ -88,8 +88,11 @@ AttrValue read_attr(hid_t attr, const std::string& key, const std::filesystem::p
   const H5T_class_t cls = H5Tget_class(type.get());
   if (cls == H5T_STRING) {
     if (H5Tis_variable_str(type.get()) > 0) {
+      // The memory type takes the file's character set: h5py writes UTF-8 strings, and HDF5
+      // refuses to convert UTF-8 to the default ASCII.
       Hid mem(H5Tcopy(H5T_C_S1), H5Tclose);
       check(H5Tset_size(mem.get(), H5T_VARIABLE), path, "vlen string");
+      check(H5Tset_cset(mem.get(), H5Tget_cset(type.get())), path, "vlen string character set");
       char* s = nullptr;
       check(H5Aread(attr, mem.get(), &s), path, "read attribute " + key);
       std::string out = s != nullptr ? s : "";

@@ -2,6 +2,7 @@
 #include "v4ref/ref/hdf5_store.hpp"
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 
 #include <cmath>
 #include <fstream>
@@ -45,6 +46,44 @@ TEST_F(H5StoreTest, Float64RoundTripIsBitExactAndAttributesSurvive) {
   const auto root = r.attrs("/");
   EXPECT_EQ(std::get<std::int64_t>(root.at("seed")), 0x5e1f03a2);
   EXPECT_EQ(std::get<double>(root.at("tolerance")), 1.25e-4);
+}
+
+// Attributes as h5py writes them by default: variable-length UTF-8 strings (and fixed-length
+// UTF-8 ones), on the root and on a dataset.
+TEST_F(H5StoreTest, ReadsUtf8StringAttributesAsH5pyWritesThem) {
+  {
+    H5Store s(path_, H5Store::Mode::kCreate);
+    s.write_f64("x", {1, 2}, std::vector<double>{1.0, 2.0});
+  }
+  const std::string text = "provenance: transformers 5.23.0, \u00e9t\u00e9 \u2713";
+  const auto add = [&](hid_t obj, const char* key, bool vlen) {
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    ASSERT_GE(H5Tset_size(type, vlen ? H5T_VARIABLE : text.size()), 0);
+    ASSERT_GE(H5Tset_cset(type, H5T_CSET_UTF8), 0);
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t attr = H5Acreate2(obj, key, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    const char* p = text.c_str();
+    ASSERT_GE(vlen ? H5Awrite(attr, type, &p) : H5Awrite(attr, type, text.data()), 0);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  };
+  {
+    const hid_t f = H5Fopen(path_.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    add(f, "note_vlen", true);
+    add(f, "note_fixed", false);
+    const hid_t d = H5Dopen2(f, "x", H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    add(d, "source", true);
+    H5Dclose(d);
+    H5Fclose(f);
+  }
+  H5Store r(path_, H5Store::Mode::kRead);
+  const auto root = r.attrs("/");
+  EXPECT_EQ(std::get<std::string>(root.at("note_vlen")), text);
+  EXPECT_EQ(std::get<std::string>(root.at("note_fixed")), text);
+  EXPECT_EQ(std::get<std::string>(r.read("x").attrs.at("source")), text);
 }
 
 TEST_F(H5StoreTest, RawEncodingsKeepBitsAndDecodeExactly) {
