@@ -94,12 +94,14 @@ void sinkhorn_f(float* m, std::int64_t n, std::int64_t iters, float eps) {
   }
 }
 
-// Rotates the r values at x (interleaved pairs) to position p in float.
-void rope_f(float* x, std::int64_t p, const ref::RopeTable& table, bool round_out) {
+// Rotates the r values at x (interleaved pairs) to position p in float; `inverse` rotates by −θ
+// (the §5.5 de-rotation).
+void rope_f(float* x, std::int64_t p, const ref::RopeTable& table, bool round_out,
+            bool inverse = false) {
   for (std::int64_t j = 0; j < table.n_pairs(); ++j) {
     const float theta =
         static_cast<float>(p) * static_cast<float>(table.omega[static_cast<std::size_t>(j)]);
-    const float c = std::cos(theta), s = std::sin(theta);
+    const float c = std::cos(theta), s = inverse ? -std::sin(theta) : std::sin(theta);
     const float a = x[2 * j], b = x[2 * j + 1];
     float ra = a * c - b * s, rb = a * s + b * c;
     if (round_out) {
@@ -140,6 +142,25 @@ std::vector<std::int64_t> topk_f(const std::vector<float>& s, std::int64_t k) {
   });
   if (static_cast<std::int64_t>(idx.size()) > k) idx.resize(static_cast<std::size_t>(k));
   return idx;
+}
+
+// Router scores s_e = sqrt(softplus(z·gate_e)) (§9.1): z [T, d], gate [E, d] -> [T, E].
+MatF router_scores_f(const MatF& z, const MatF& gate) {
+  MatF scores = matmul_xwt(z, gate);
+  for (Eigen::Index i = 0; i < scores.size(); ++i) {
+    const float l = scores.data()[i];
+    const float sp = l > 20.0f ? l : std::log1p(std::exp(l));  // PyTorch softplus threshold
+    scores.data()[i] = std::sqrt(sp);
+  }
+  return scores;
+}
+
+// Route weights of one token's chosen experts: route_scale · s_e / Σ_{e'∈S} s_e' (§9.1).
+void route_weights_f(const float* scores, const std::vector<std::int64_t>& chosen,
+                     float route_scale, float* w) {
+  float sum = 0;
+  for (std::int64_t e : chosen) sum += scores[e];
+  for (std::size_t s = 0; s < chosen.size(); ++s) w[s] = route_scale * (scores[chosen[s]] / sum);
 }
 
 }  // namespace
@@ -243,6 +264,61 @@ TensorSet hc_post(const ComponentCall& call) {
   bf16_if(y, call.policy, QuantPoint::kBf16Residual);
   TensorSet out;
   out.put("out", to_d(y), dtype_if(call.policy, QuantPoint::kBf16Residual));
+  return out;
+}
+
+TensorSet hc_head(const ComponentCall& call) {
+  const MatF x = to_f(call.inputs.at("x"));
+  const MatF fn = to_f(call.inputs.at("fn"));
+  const MatF base = to_f(call.inputs.at("base"));
+  const MatF scale = to_f(call.inputs.at("scale"));
+  const ModelConfig& cfg = call.cfg;
+  const std::int64_t hc = cfg.hc_mult, d = cfg.dim, T = x.rows();
+  const auto eps = static_cast<float>(cfg.hc_eps);
+  const MatF mu = matmul_xwt(x, fn);  // [T, hc], before the 1/rms factor
+  MatF y = MatF::Zero(T, d);
+  for (Eigen::Index t = 0; t < T; ++t) {
+    const float rho = inv_rms_f(x.row(t).data(), x.cols(), static_cast<float>(cfg.norm_eps));
+    for (std::int64_t k = 0; k < hc; ++k) {
+      const float w = sigmoidf(scale(0, 0) * (rho * mu(t, k)) + base(0, k)) + eps;
+      for (std::int64_t i = 0; i < d; ++i) y(t, i) += w * x(t, k * d + i);
+    }
+  }
+  bf16_if(y, call.policy, QuantPoint::kBf16Residual);
+  TensorSet out;
+  out.put("out", to_d(y), dtype_if(call.policy, QuantPoint::kBf16Residual));
+  return out;
+}
+
+TensorSet key_window(const ComponentCall& call) {
+  const Mat& pos = call.inputs.at("positions");
+  const std::int64_t n_win = call.cfg.window_size;
+  Mat first(pos.rows(), 1);
+  Mat keys = Mat::Constant(pos.rows(), n_win, -1.0);
+  for (Eigen::Index t = 0; t < pos.rows(); ++t) {
+    const auto p = static_cast<std::int64_t>(pos(t, 0));
+    const std::int64_t f = p >= n_win ? p - n_win + 1 : 0;
+    first(t, 0) = static_cast<double>(f);
+    for (std::int64_t s = f; s <= p; ++s) keys(t, s - f) = static_cast<double>(s);
+  }
+  TensorSet out;
+  out.put("first", std::move(first), "i64");
+  out.put("keys", std::move(keys), "index");
+  return out;
+}
+
+TensorSet derotate(const ComponentCall& call) {
+  MatF o = to_f(call.inputs.at("o"));
+  const Mat& pos = call.inputs.at("positions");
+  const std::int64_t H = call.cfg.n_heads, D = call.cfg.head_dim;
+  const ref::RopeTable table = table_of(call, call.c.dim("yarn") != 0);
+  const bool round = call.policy.on(QuantPoint::kBf16Rope);
+  for (Eigen::Index t = 0; t < o.rows(); ++t)
+    for (std::int64_t h = 0; h < H; ++h)
+      rope_f(o.row(t).data() + h * D + D - table.rope_dim, static_cast<std::int64_t>(pos(t, 0)),
+             table, round, true);
+  TensorSet out;
+  out.put("out", to_d(o), dtype_if(call.policy, QuantPoint::kBf16Rope));
   return out;
 }
 
@@ -386,25 +462,47 @@ TensorSet router(const ComponentCall& call) {
   const MatF gate = to_f(call.inputs.at("gate"));
   const MatF bias = to_f(call.inputs.at("bias"));
   const std::int64_t k = call.c.dim("k"), E = gate.rows(), T = z.rows();
-  const MatF logits = matmul_xwt(z, gate);
-  MatF scores(T, E), weights(T, k);
+  const MatF scores = router_scores_f(z, gate);
+  MatF weights(T, k);
   Mat idx(T, k);
   const auto route_scale = static_cast<float>(call.cfg.route_scale);
   for (std::int64_t t = 0; t < T; ++t) {
     std::vector<float> biased(static_cast<std::size_t>(E));
-    for (std::int64_t e = 0; e < E; ++e) {
-      const float l = logits(t, e);
-      const float sp = l > 20.0f ? l : std::log1p(std::exp(l));  // PyTorch softplus threshold
-      scores(t, e) = std::sqrt(sp);
+    for (std::int64_t e = 0; e < E; ++e)
       biased[static_cast<std::size_t>(e)] = scores(t, e) + bias(0, e);
-    }
     const std::vector<std::int64_t> top = topk_f(biased, k);
-    float sum = 0;
-    for (std::int64_t e : top) sum += scores(t, e);
-    for (std::int64_t s = 0; s < k; ++s) {
+    route_weights_f(scores.row(t).data(), top, route_scale, weights.row(t).data());
+    for (std::int64_t s = 0; s < k; ++s)
       idx(t, s) = static_cast<double>(top[static_cast<std::size_t>(s)]);
-      weights(t, s) = route_scale * (scores(t, top[static_cast<std::size_t>(s)]) / sum);
+  }
+  TensorSet out;
+  out.put("scores", to_d(scores), "f32");
+  out.put("routed_idx", std::move(idx), "index");
+  out.put("route_weights", to_d(weights), "f32");
+  return out;
+}
+
+TensorSet hash_router(const ComponentCall& call) {
+  const MatF z = to_f(call.inputs.at("z"));
+  const MatF gate = to_f(call.inputs.at("gate"));
+  const Mat& tokens = call.inputs.at("tokens");
+  const Mat& tid2eid = call.inputs.at("tid2eid");
+  const std::int64_t k = call.c.dim("k"), T = z.rows();
+  const MatF scores = router_scores_f(z, gate);
+  MatF weights(T, k);
+  Mat idx(T, k);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const auto id = static_cast<Eigen::Index>(tokens(t, 0));
+    if (id < 0 || id >= tid2eid.rows())
+      throw ShapeError("fp32 baseline: hash_router: token id " + std::to_string(id) +
+                       " has no tid2eid row");
+    std::vector<std::int64_t> chosen(static_cast<std::size_t>(k));
+    for (std::int64_t s = 0; s < k; ++s) {
+      chosen[static_cast<std::size_t>(s)] = static_cast<std::int64_t>(tid2eid(id, s));
+      idx(t, s) = tid2eid(id, s);
     }
+    route_weights_f(scores.row(t).data(), chosen, static_cast<float>(call.cfg.route_scale),
+                    weights.row(t).data());
   }
   TensorSet out;
   out.put("scores", to_d(scores), "f32");

@@ -11,15 +11,24 @@
 //                 -> u [T, d], pre [T, hc], post [T, hc], comb [T, hc²]
 //   hc_post       f [T, d] bf16, x [T, hc·d] bf16, post [T, hc], comb [T, hc²] fp32
 //                 -> out [T, hc·d]
+//   hc_head       x [T, hc·d] bf16, fn [hc, hc·d], base [1, hc], scale [1, 1] fp32 -> out [T, d]
+//   key_window    positions [T, 1] -> first [T, 1], keys [T, n_win]
+//                 (window of query position t: max(0, t − n_win + 1) .. t with n_win the config's
+//                 window_size; keys = its positions in increasing order, −1 padding)
 //   sink_attention
 //                 q [B, H·D] bf16, keys [n, D] bf16, sink [1, H] fp32 -> out [B, H·D]
 //                 (every query attends to all n keys, scale D^-1/2; n = 0: output 0)
+//   derotate      o [T, H·D] bf16, positions [T, 1] -> out [T, H·D]
+//                 (H, D of the config; last r dims of every head rotated by −t·ω; YaRN table when
+//                 dim yarn = 1)
 //   compressor, indexer_compressor
 //                 x [T, d] bf16, wkv, wgate [c·w, d] bf16, ape [m, c·w] fp32, norm [1, w] bf16
 //                 -> entries [T/m, w]
 //   index_scores  q [T, H·D] bf16, weights [T, H] bf16, keys [N, D] bf16, positions [T, 1]
 //                 -> scores [T, N] (−∞ invisible), topk_idx [T, K]
 //   router        z [T, d] bf16, gate [E, d] bf16, bias [1, E] fp32
+//                 -> scores [T, E], routed_idx [T, k], route_weights [T, k]
+//   hash_router   z [T, d] bf16, gate [E, d] bf16, tokens [T, 1], tid2eid [V, k] (V = vocab)
 //                 -> scores [T, E], routed_idx [T, k], route_weights [T, k]
 //   expert        z [n, d] bf16, w1, w3 [I, d], w2 [d, I] fp4_block32, row_weight [n, 1] fp32
 //                 -> out [n, d]
@@ -386,6 +395,92 @@ ComponentSpec hc_post_spec() {
   return s;
 }
 
+ComponentSpec hc_head_spec() {
+  ComponentSpec s;
+  s.name = "hc_head";
+  s.summary = "mHC final collapse: y = sum_k (sigmoid(s0 mu_k + b_k) + hc_eps) X[k] (§4.5)";
+  s.inputs = {"x", "fn", "base", "scale"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), dc = cfg.hc_dim(), hc = cfg.hc_mult;
+    Mat x = bf16_normal(c, "x", T, dc);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "x", x);
+    Rng rng = rng_for(c, "scale", 1, 1);
+    Mat scale(1, 1);
+    scale(0, 0) = fmt::round_fp32(rng.uniform(0.5, 2.0));
+    TensorSet in;
+    in.put("x", std::move(x), "bf16");
+    in.put("fn", to_fp32(normal(c, "fn", hc, dc, 1.0 / std::sqrt(static_cast<double>(dc)))), "f32");
+    in.put("base", to_fp32(normal(c, "base", 1, hc, 0.5)), "f32");
+    in.put("scale", std::move(scale), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    ref::HcHeadParams p;
+    p.name = "case.hc_head";
+    p.fn = k.inputs.at("fn");
+    p.base = row_vec(k.inputs.at("base"));
+    p.scale = row_vec(k.inputs.at("scale"));
+    TensorSet out;
+    out.put("out", ref::hc_head(k.inputs.at("x"), p, k.cfg, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Residual));
+    return out;
+  };
+  s.baseline_fp32 = fp32::hc_head;
+  return s;
+}
+
+// Query positions for the window: a prefill chunk p0 .. p0 + T − 1 (random), or the boundary
+// positions of §5.3 (format_extremes): 0, 1, n_win − 2 .. n_win + 1 (the first full window is at
+// t = n_win − 1), the last two valid positions, the rest uniform over the valid range.
+std::vector<std::int64_t> window_positions(const Case& c, const ModelConfig& cfg) {
+  const std::int64_t T = c.dim("T"), n_win = cfg.window_size;
+  std::vector<std::int64_t> pos = ref::position_range(c.dim("p0"), T);
+  if (c.kind != InputKind::kFormatExtremes) return pos;
+  const std::int64_t last = cfg.max_position_embeddings - 1;
+  const std::vector<std::int64_t> edges = {0,     1,         n_win - 2, n_win - 1,
+                                           n_win, n_win + 1, last - 1,  last};
+  Rng rng = rng_for(c, "positions", T, 1);
+  for (std::int64_t t = 0; t < T; ++t)
+    pos[static_cast<std::size_t>(t)] =
+        t < static_cast<std::int64_t>(edges.size())
+            ? edges[static_cast<std::size_t>(t)]
+            : static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(last + 1)));
+  return pos;
+}
+
+ComponentSpec key_window_spec() {
+  ComponentSpec s;
+  s.name = "key_window";
+  s.summary = "window part of the key set of query t: positions max(0, t - n_win + 1) .. t (§5.3)";
+  s.inputs = {"positions"};
+  s.outputs = {"first", "keys"};
+  s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    TensorSet in;
+    in.put("positions", positions_mat(window_positions(c, cfg)), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    const std::int64_t T = static_cast<std::int64_t>(pos.size()), n_win = k.cfg.window_size;
+    Mat first(T, 1);
+    Mat keys = Mat::Constant(T, n_win, -1.0);  // [T, n_win], −1 padding
+    for (std::int64_t t = 0; t < T; ++t) {
+      const ref::WindowRange w = ref::window_range(pos[static_cast<std::size_t>(t)], n_win);
+      first(t, 0) = static_cast<double>(w.first);
+      for (std::int64_t i = 0; i < w.size(); ++i) keys(t, i) = static_cast<double>(w.first + i);
+    }
+    TensorSet out;
+    out.put("first", std::move(first), "i64");
+    out.put("keys", std::move(keys), "index");
+    return out;
+  };
+  s.baseline_fp32 = fp32::key_window;
+  return s;
+}
+
 ComponentSpec sink_attention_spec() {
   ComponentSpec s;
   s.name = "sink_attention";
@@ -419,6 +514,42 @@ ComponentSpec sink_attention_spec() {
     return out;
   };
   s.baseline_fp32 = fp32::sink_attention;
+  return s;
+}
+
+ComponentSpec derotate_spec() {
+  ComponentSpec s;
+  s.name = "derotate";
+  s.summary = "attention output de-rotation: last r dims of every head rotated by -t*omega (§5.5)";
+  s.inputs = {"o", "positions"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T");
+    std::vector<std::int64_t> pos = ref::position_range(c.dim("p0"), T);
+    if (c.kind == InputKind::kFormatExtremes) {  // positions spread up to the last valid one
+      Rng rng = rng_for(c, "positions", T, 1);
+      for (std::int64_t t = 0; t < T; ++t)
+        pos[static_cast<std::size_t>(t)] =
+            t == 0 ? cfg.max_position_embeddings - 1
+                   : static_cast<std::int64_t>(
+                         rng.below(static_cast<std::uint64_t>(cfg.max_position_embeddings)));
+    }
+    TensorSet in;
+    in.put("o", bf16_normal(c, "o", T, cfg.n_heads * cfg.head_dim), "bf16");
+    in.put("positions", positions_mat(pos), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    TensorSet out;
+    out.put("out",
+            ref::derotate_output(k.inputs.at("o"), k.cfg, table_of(k.cfg, k.c.dim("yarn") != 0),
+                                 pos, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Rope));
+    return out;
+  };
+  s.baseline_fp32 = fp32::derotate;
   return s;
 }
 
@@ -555,6 +686,105 @@ ComponentSpec router_spec() {
     return out;
   };
   s.baseline_fp32 = fp32::router;
+  return s;
+}
+
+// k distinct experts drawn from [lo, E) by a partial Fisher–Yates shuffle.
+std::vector<std::int64_t> distinct_experts(Rng& rng, std::int64_t lo, std::int64_t E,
+                                           std::int64_t k) {
+  std::vector<std::int64_t> perm(static_cast<std::size_t>(E - lo));
+  std::iota(perm.begin(), perm.end(), lo);
+  for (std::int64_t i = 0; i < k; ++i) {
+    const auto j = i + static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(E - lo - i)));
+    std::swap(perm[static_cast<std::size_t>(i)], perm[static_cast<std::size_t>(j)]);
+  }
+  perm.resize(static_cast<std::size_t>(k));
+  return perm;
+}
+
+// tid2eid [V, k] (V = vocab): k distinct experts per token id (§9.1 hash layers). topk_ties:
+// every row holds exactly one of the experts 0 and 1 (whose gate rows are identical), so only
+// the table decides between two equal scores; format_extremes: the first and last rows hold
+// the range ends 0 and E − 1.
+Mat tid2eid_table(const Case& c, std::int64_t V, std::int64_t E, std::int64_t k) {
+  Rng rng = rng_for(c, "tid2eid", V, k);
+  Mat t(V, k);
+  for (std::int64_t v = 0; v < V; ++v) {
+    std::vector<std::int64_t> row;
+    if (c.kind == InputKind::kTopkTies) {
+      row.push_back(static_cast<std::int64_t>(rng.below(2)));
+      const std::vector<std::int64_t> rest = distinct_experts(rng, 2, E, k - 1);
+      row.insert(row.end(), rest.begin(), rest.end());
+    } else {
+      row = distinct_experts(rng, 0, E, k);
+    }
+    if (c.kind == InputKind::kFormatExtremes && (v == 0 || v == V - 1)) {
+      std::iota(row.begin(), row.end(), 0);
+      row.back() = E - 1;
+    }
+    for (std::int64_t i = 0; i < k; ++i)
+      t(v, i) = static_cast<double>(row[static_cast<std::size_t>(i)]);
+  }
+  return t;
+}
+
+ComponentSpec hash_router_spec() {
+  ComponentSpec s;
+  s.name = "hash_router";
+  s.summary = "hash-routed MoE router: S = tid2eid[token id], unbiased normalised weights (§9.1)";
+  s.inputs = {"z", "gate", "tokens", "tid2eid"};
+  s.outputs = {"scores", "routed_idx", "route_weights"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies, InputKind::kFormatExtremes};
+  s.align_by = {{"route_weights", "routed_idx"}};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), E = c.dim("E"), k = c.dim("k"), d = cfg.dim;
+    const std::int64_t V = cfg.vocab_size;
+    Mat gate = bf16_normal(c, "gate", E, d, 1.0 / std::sqrt(static_cast<double>(d)));
+    if (c.kind == InputKind::kTopkTies) gate.row(1) = gate.row(0);  // equal scores s_0 = s_1
+    // Token ids: uniform over the vocabulary; topk_ties repeats three ids (equal rows of the
+    // table at different positions); format_extremes puts ids 0 and V − 1 first.
+    Rng rng = rng_for(c, "tokens", T, 1);
+    Mat tokens(T, 1);
+    for (std::int64_t t = 0; t < T; ++t) {
+      std::int64_t id = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(V)));
+      if (c.kind == InputKind::kTopkTies) id = static_cast<std::int64_t>(rng.below(3)) * (V / 3);
+      if (c.kind == InputKind::kFormatExtremes && t < 2) id = t == 0 ? 0 : V - 1;
+      tokens(t, 0) = static_cast<double>(id);
+    }
+    TensorSet in;
+    in.put("z", bf16_normal(c, "z", T, d), "bf16");
+    in.put("gate", std::move(gate), "bf16");
+    in.put("tokens", std::move(tokens), "i64");
+    in.put("tid2eid", tid2eid_table(c, V, E, k), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& gate = k.inputs.at("gate");
+    const Mat& table = k.inputs.at("tid2eid");
+    ref::MoeWeights w;
+    w.prefix = "case.ffn.";
+    w.dim = gate.cols();
+    w.n_experts = gate.rows();
+    w.n_activated = k.c.dim("k");
+    w.vocab_size = table.rows();
+    w.route_scale = k.cfg.route_scale;
+    w.gate = linear("case.ffn.gate", gate, ref::WeightStorage::kBf16, false);
+    w.hash_routed = true;
+    w.tid2eid = table.cast<std::int64_t>();
+    const std::vector<std::int64_t> tokens = positions_of(k.inputs.at("tokens"));
+    const ref::Routing r = ref::route(k.inputs.at("z"), tokens, w);
+    // Selection scores of the set comparison: the indicator of S (1 in S, 0 elsewhere).
+    Mat sel = Mat::Zero(r.scores.rows(), r.scores.cols());
+    for (Eigen::Index t = 0; t < r.experts.rows(); ++t)
+      for (Eigen::Index i = 0; i < r.experts.cols(); ++i) sel(t, r.experts(t, i)) = 1.0;
+    TensorSet out;
+    out.put("scores", r.scores);
+    out.put("routed_idx", r.experts.cast<double>(), "index");
+    out.put("route_weights", r.weights);
+    out.put("selection_scores", std::move(sel));
+    return out;
+  };
+  s.baseline_fp32 = fp32::hash_router;
   return s;
 }
 
@@ -720,9 +950,10 @@ ComponentSpec dequant_fp4_spec() {
 
 const std::vector<ComponentSpec>& components() {
   static const std::vector<ComponentSpec> specs = {
-      rms_norm_spec(),       rope_spec(),         hadamard_spec(),       sinkhorn_spec(),
-      hc_pre_spec(),         hc_post_spec(),      sink_attention_spec(), compressor_spec(false),
-      compressor_spec(true), index_scores_spec(), router_spec(),         expert_spec(),
+      rms_norm_spec(),       rope_spec(),       hadamard_spec(),        sinkhorn_spec(),
+      hc_pre_spec(),         hc_post_spec(),    hc_head_spec(),         key_window_spec(),
+      sink_attention_spec(), derotate_spec(),   compressor_spec(false), compressor_spec(true),
+      index_scores_spec(),   router_spec(),     hash_router_spec(),     expert_spec(),
       dequant_fp8_spec(),    dequant_fp4_spec()};
   return specs;
 }
@@ -797,10 +1028,28 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("hc_post", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
   add("hc_post", fl, {{"T", 2}}, K::kRandom, P::kExact);
 
+  // hc_head (§4.5): hc = 4 streams of d; official rounds y to bf16 (kBf16Residual).
+  for (K k : {K::kRandom, K::kOutliers}) add("hc_head", tf, {{"T", 17}}, k, P::kExact);
+  add("hc_head", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
+  add("hc_head", fl, {{"T", 2}}, K::kRandom, P::kExact);
+
+  // key_window (§5.3, n_win = 128): a chunk 112 .. 142 across the first full window (t = 127);
+  // format_extremes: the boundary positions and the last valid ones. Integer math: exact only.
+  add("key_window", tf, {{"T", 31}, {"p0", 112}}, K::kRandom, P::kExact);
+  add("key_window", tf, {{"T", 31}, {"p0", 0}}, K::kFormatExtremes, P::kExact);
+  add("key_window", fl, {{"T", 4}, {"p0", 1048572}}, K::kRandom, P::kExact);
+
   for (K k : {K::kRandom, K::kOutliers, K::kAllMasked})
     add("sink_attention", tf, {{"B", 5}, {"H", 4}, {"D", 128}, {"n", 150}}, k, P::kExact);
   add("sink_attention", tf, {{"B", 5}, {"H", 4}, {"D", 128}, {"n", 150}}, K::kRandom, P::kOfficial);
   add("sink_attention", fl, {{"B", 1}, {"H", 64}, {"D", 512}, {"n", 640}}, K::kRandom, P::kExact);
+
+  // derotate (§5.5): H·D of the config (tiny-flash 4 x 128, V4-Flash 64 x 512).
+  add("derotate", tf, {{"T", 31}, {"yarn", 0}, {"p0", 0}}, K::kRandom, P::kExact);
+  add("derotate", tf, {{"T", 31}, {"yarn", 1}, {"p0", 100}}, K::kRandom, P::kOfficial);
+  for (P m : {P::kExact, P::kOfficial})
+    add("derotate", tf, {{"T", 8}, {"yarn", 1}, {"p0", 0}}, K::kFormatExtremes, m);
+  add("derotate", fl, {{"T", 2}, {"yarn", 1}, {"p0", 1048574}}, K::kRandom, P::kOfficial);
 
   for (K k : {K::kRandom, K::kOutliers}) add("compressor", tf, {{"T", 67}, {"m", 4}}, k, P::kExact);
   add("compressor", tf, {{"T", 67}, {"m", 4}}, K::kRandom, P::kOfficial);
@@ -822,6 +1071,10 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   for (K k : {K::kRandom, K::kTopkTies})
     add("router", tf, {{"T", 17}, {"E", 8}, {"k", 2}}, k, P::kExact);
   add("router", fl, {{"T", 4}, {"E", 256}, {"k", 6}}, K::kRandom, P::kExact);
+  // hash_router (§9.1, layers below n_hash_layers): tid2eid over the whole vocabulary.
+  for (K k : {K::kRandom, K::kTopkTies, K::kFormatExtremes})
+    add("hash_router", tf, {{"T", 17}, {"E", 8}, {"k", 2}}, k, P::kExact);
+  add("hash_router", fl, {{"T", 4}, {"E", 256}, {"k", 6}}, K::kRandom, P::kExact);
 
   for (K k : {K::kRandom, K::kOutliers, K::kFormatExtremes})
     add("expert", tf, {{"n", 9}, {"I", 128}}, k, P::kExact);

@@ -1200,6 +1200,49 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
                    out);
          return out1("out", out);
        }},
+      {"hc_head",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const F32HcParams p{in_f32(k.inputs, "fn"), row_f32(k.inputs, "base"),
+                             row_f32(k.inputs, "scale")};
+         return out1("out", f32_hc_head(c, in_f32(k.inputs, "x"), p, k.cfg.hc_mult,
+                                        static_cast<float>(k.cfg.norm_eps),
+                                        static_cast<float>(k.cfg.hc_eps)));
+       }},
+      {"key_window",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         // The window as the attention gathers it (§5.3): window_start(t) .. t, clamped at 0. The
+         // key list is as wide as the widest window (n_win when correct).
+         const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+         const std::int64_t T = static_cast<std::int64_t>(pos.size()), n_win = k.cfg.window_size;
+         std::vector<std::int64_t> first(sz(T));
+         std::int64_t width = n_win;
+         for (std::int64_t t = 0; t < T; ++t) {
+           first[sz(t)] = c.window_start(pos[sz(t)], n_win);
+           width = std::max(width, pos[sz(t)] - std::max<std::int64_t>(first[sz(t)], 0) + 1);
+         }
+         ref::Mat f(T, 1);
+         ref::Mat keys = ref::Mat::Constant(T, width, -1.0);
+         for (std::int64_t t = 0; t < T; ++t) {
+           f(t, 0) = static_cast<double>(first[sz(t)]);
+           std::int64_t n = 0;
+           for (std::int64_t p = std::max<std::int64_t>(first[sz(t)], 0); p <= pos[sz(t)]; ++p)
+             keys(t, n++) = static_cast<double>(p);
+         }
+         TensorSet o;
+         o.put("first", std::move(f), "i64");
+         o.put("keys", std::move(keys), "index");
+         return o;
+       }},
+      {"derotate",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         F32Mat o = in_f32(k.inputs, "o");
+         const bool yarn = k.c.dim("yarn") != 0;
+         const std::vector<float> om =
+             rope_omega_f32(yarn ? k.cfg.compress_rope_theta : k.cfg.rope_theta, yarn, k.cfg.yarn,
+                            k.cfg.rope_head_dim);
+         c.rope(o, k.cfg.n_heads, k.cfg.head_dim, positions_of(k.inputs.at("positions")), om, true);
+         return out1("out", o);
+       }},
       {"sink_attention",
        [](const Fp32Components& c, const ComponentCall& k) {
          const F32Mat q = in_f32(k.inputs, "q");
@@ -1271,6 +1314,31 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
          F32RouterArgs a;
          a.gate = &gate;
          a.bias = bias;
+         a.k = k.c.dim("k");
+         a.route_scale = static_cast<float>(k.cfg.route_scale);
+         const F32Routing r = c.route(in_f32(k.inputs, "z"), a);
+         ref::Mat idx(r.weights.rows, a.k);
+         for (std::int64_t i = 0; i < idx.size(); ++i)
+           idx.data()[i] = static_cast<double>(r.idx[sz(i)]);
+         TensorSet o;
+         o.put("scores", to_f64(r.scores), "f32");
+         o.put("routed_idx", std::move(idx), "index");
+         o.put("route_weights", to_f64(r.weights), "f32");
+         return o;
+       }},
+      {"hash_router",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const F32Mat gate = in_f32(k.inputs, "gate");
+         const std::vector<std::int64_t> tokens = positions_of(k.inputs.at("tokens"));
+         const ref::Mat& rows = k.inputs.at("tid2eid");  // [V, k] row-major
+         std::vector<std::int64_t> tid2eid(sz(rows.size()));
+         for (Eigen::Index i = 0; i < rows.size(); ++i)
+           tid2eid[sz(i)] = static_cast<std::int64_t>(rows.data()[i]);
+         F32RouterArgs a;
+         a.gate = &gate;
+         a.hash = true;
+         a.tid2eid = tid2eid;
+         a.tokens = tokens;
          a.k = k.c.dim("k");
          a.route_scale = static_cast<float>(k.cfg.route_scale);
          const F32Routing r = c.route(in_f32(k.inputs, "z"), a);

@@ -46,6 +46,17 @@ constexpr std::string_view kNearTieRoute =
     "Guide §9 applied to the selection scores s_e + bias_e (the bias is exact): tau_j = 2 * "
     "allowed_j(router.scores) of the same path.";
 
+constexpr std::string_view kIndexMath =
+    "No arithmetic freedom: the window of query t is integer index arithmetic, [max(0, t - n_win + "
+    "1), t] (§5.3), with no rounding anywhere, so any difference is a wrong key set; an "
+    "off-by-one changes the start of every full window and one entry of its key list.";
+constexpr std::string_view kHashSet =
+    "No arithmetic freedom: in a hash layer S = tid2eid[token id] is a table lookup (§9.1). "
+    "Judged as a set (order-free; structure, duplicates and range checked) by the near-tie rule "
+    "on the indicator scores 1[e in S_ref]: theta = 1 and every expert outside S_ref sits at "
+    "distance 1 from it, while tau = 2 * allowed(hash_router.scores) <= 1e-5 (fp32) or 1e-11 "
+    "(fp64), so no swap is ever explained: the sets must be equal.";
+
 constexpr std::array kRows = {
     // ---------------------------------------------------------------- runner, fp32 tight gates
     ToleranceRow{"rms_norm.out", "fp32", R::kBaseline, 2, 2, 0, {}, {}, kBaselineFwd},
@@ -123,6 +134,31 @@ constexpr std::array kRows = {
                  {},
                  "Baseline rule (c = 2): hc + 1 products per element, one optional bf16 store; "
                  "guide §5 mhc.x_out row."},
+    ToleranceRow{"hc_head.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2): as hc_pre.u, a GEMV of length hc*d scaled by 1/rms, a "
+                 "sigmoid per stream, then hc products per element (§4.5) and, under official, "
+                 "one bf16 store; guide §5 mhc rows."},
+    ToleranceRow{"key_window.first", "*", R::kExact, 0, 0, 0, {}, {}, kIndexMath},
+    ToleranceRow{"key_window.keys", "*", R::kExact, 0, 0, 0, {}, {}, kIndexMath},
+    ToleranceRow{"derotate.out",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp), as rope.out: the rotation by -t*omega "
+                 "(§5.5) is one 2x2 rotation per pair, whose error is dominated by the fp32 angle "
+                 "t*omega (absolute error up to t*omega*u32, 0.06 rad at t = 2^20), which no "
+                 "elementwise bound in |r| captures; B forms the angle the same textbook way."},
     ToleranceRow{"sink_attention.out",
                  "fp32",
                  R::kBaseline,
@@ -187,6 +223,29 @@ constexpr std::array kRows = {
                  {},
                  "Baseline rule (c = 2): k_e scores normalised by their plain sum, compared per "
                  "expert id (aligned by routed_idx, swapped experts excluded)."},
+    ToleranceRow{"hash_router.scores",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2), as router.scores: fp32 GEMV of length d, "
+                 "sqrt(softplus(.)); hash layers still score with the learned gate (§9.1)."},
+    ToleranceRow{"hash_router.routed_idx", "*", R::kNearTieSet, 2, 0, 0, "selection_scores",
+                 "hash_router.scores", kHashSet},
+    ToleranceRow{"hash_router.route_weights",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2), as router.route_weights: the k_e unbiased scores of the "
+                 "tid2eid row normalised by their plain sum, times route_scale, compared per "
+                 "expert id (aligned by routed_idx)."},
     ToleranceRow{"expert.out",
                  "fp32",
                  R::kBaseline,
@@ -218,7 +277,9 @@ constexpr std::array kRows = {
     ToleranceRow{"hc_pre.post", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"hc_pre.comb", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"hc_post.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hc_head.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"sink_attention.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"derotate.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{
         "indexer_compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
@@ -231,6 +292,9 @@ constexpr std::array kRows = {
                  "router.scores", kNearTieRoute},
     ToleranceRow{
         "router.route_weights", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"hash_router.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{
+        "hash_router.route_weights", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"expert.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
 
     // ---------------------------------------------------------------- runner, loose gates (K vs

@@ -13,10 +13,10 @@
 // against swiglu_limit = 10; Sinkhorn converged to 1e-6): the block input of one layer is pushed
 // along a chosen direction and the reference is run teacher-forced on it, then the mutant on the
 // same input.
-// Mutants whose member no runner component exercises (window, de-rotation, hc_head, hash routing)
-// are judged by bisect alone; the table says so and the runner catch rate counts only the mutants
-// the runner can see. The unmutated port passes every input used here (control), so no catch is
-// vacuous. The catch rates are printed; both must be 100%.
+// Every mutated member is exercised by at least one runner component (the key window, the
+// de-rotation, hc_head and hash routing through key_window, derotate, hc_head and hash_router), so
+// both harnesses judge all mutants. The unmutated port passes every input used here (control), so
+// no catch is vacuous. The catch rates are printed; both must be 100% of all mutants.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -57,7 +57,7 @@ struct Mutant {
   std::string name;
   std::string member;               // Fp32Components member swapped
   std::string bug;                  // what is wrong (spec section)
-  std::vector<std::string> runner;  // runner components exercising the member; empty: none
+  std::vector<std::string> runner;  // runner components exercising the member
   std::string expect;               // first failing trace point under bisect
   Steer steer = Steer::kNone;
   std::function<void(Fp32Components&)> apply;
@@ -185,7 +185,7 @@ const std::vector<Mutant>& mutants() {
       {"hash-routing-ignored",
        "route",
        "layers < n_hash_layers routed by top-k of the scores instead of tid2eid (§9.1)",
-       {},
+       {"hash_router"},
        "layers.0.ffn.routed_idx",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -415,11 +415,10 @@ const std::vector<Mutant>& mutants() {
          c.swiglu = [base = c.swiglu](const float* g, const float* p, std::int64_t n, float limit,
                                       float* hid) { base(p, g, n, limit, hid); };
        }},
-      // ---- members no runner component exercises: bisect only
       {"window-one-token-short",
        "window_start",
        "window of n_win − 1 keys: max(0, t − n_win + 2) .. t (§5.3)",
-       {},
+       {"key_window"},
        "layers.0.attn.o",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -430,7 +429,7 @@ const std::vector<Mutant>& mutants() {
       {"derotation-skipped",
        "rope",
        "attention output not rotated back by −t·ω before wo_a (§5.5, §14.4)",
-       {},
+       {"derotate"},
        "layers.0.attn.out",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -443,7 +442,7 @@ const std::vector<Mutant>& mutants() {
       {"hc-head-uses-post",
        "hc_head_weights",
        "hc_head weights 2σ(·) (the post formula) instead of σ(·) + hc_eps (§4.5)",
-       {},
+       {"hc_head"},
        "hc_head.out",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -610,7 +609,8 @@ TEST(Mutants, ListCoversTheIssue) {
     for (const std::string& comp : m.runner)
       EXPECT_NO_THROW(fp32_port_component(c, comp)) << m.name;
   }
-  EXPECT_GE(runner_visible, 15);
+  EXPECT_EQ(runner_visible, static_cast<std::int64_t>(mutants().size()))
+      << "every mutant must be judged by the runner too";
 }
 
 // One test (one process under ctest: the fixture's reference forward is paid once). For every
@@ -715,11 +715,13 @@ TEST(Mutants, EveryMutantIsCaughtAndLocalized) {
   const auto n = static_cast<std::int64_t>(rows.size());
   std::printf(
       "\ncatch rate: runner %lld/%lld (%.0f%%) of the mutants whose member a runner component "
-      "exercises; bisect %lld/%lld (%.0f%%) caught and localized to the expected trace point\n",
+      "exercises (%lld mutants in all); bisect %lld/%lld (%.0f%%) caught and localized to the "
+      "expected trace point\n",
       static_cast<long long>(runner_caught), static_cast<long long>(runner_seen),
-      pct(runner_caught, runner_seen), static_cast<long long>(localized), static_cast<long long>(n),
-      pct(localized, n));
-  EXPECT_EQ(runner_caught, runner_seen);
+      pct(runner_caught, runner_seen), static_cast<long long>(n), static_cast<long long>(localized),
+      static_cast<long long>(n), pct(localized, n));
+  EXPECT_EQ(runner_seen, n) << "a mutant no runner component exercises";
+  EXPECT_EQ(runner_caught, n);
   EXPECT_EQ(localized, n);
 }
 

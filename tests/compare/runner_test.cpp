@@ -11,9 +11,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <numeric>
 #include <ostream>
 #include <set>
 
@@ -167,10 +169,73 @@ TEST_P(RunnerCases, EveryGateCanFail) {
   }
 }
 
+// An all-zero output never passes (guide §8): every output whose reference is not zero, replaced by
+// zeros, is rejected on both paths.
+TEST_P(RunnerCases, AllZeroOutputFails) {
+  const Case& c = GetParam();
+  const ComponentSpec& spec = component(c.component);
+  const TensorSet inputs = spec.make_inputs(c, case_config(c));
+  const References refs = compute_references(c, inputs);
+  for (const std::string& o : spec.outputs) {
+    const Mat& r = refs.ref_q.at(o);
+    if (r.size() == 0 || (r.array() == 0).all()) continue;  // a declared zero output
+    TensorSet k;
+    for (const std::string& n : spec.outputs) k.put(n, refs.ref_q.at(n), refs.ref_q.dtype(n));
+    k.put(o, Mat::Zero(r.rows(), r.cols()), refs.ref_q.dtype(o));
+    for (const std::string path : {"fp32", "fp64"}) {
+      EXPECT_FALSE(judge_case(c, "zeros", path, refs, &k).pass)
+          << c.name() << ": an all-zero " << o << " passes on path " << path;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, RunnerCases, ::testing::ValuesIn(quick_cases()),
                          [](const ::testing::TestParamInfo<Case>& p) {
                            return p.param.test_name();
                          });
+
+// The hash router's inputs make the table matter: in every case some token's tid2eid row differs
+// from the top-k of its scores, so a router that ignores the table (§9.1) is visible.
+TEST(RunnerTable, HashRouterTableDecidesTheSet) {
+  std::int64_t cases = 0;
+  for (const Case& c : case_table(0)) {
+    if (c.component != "hash_router") continue;
+    ++cases;
+    const TensorSet inputs = component(c.component).make_inputs(c, case_config(c));
+    const References refs = compute_references(c, inputs);
+    const Mat& scores = refs.ref_q.at("scores");
+    const Mat& idx = refs.ref_q.at("routed_idx");
+    std::int64_t differ = 0;
+    for (Eigen::Index t = 0; t < scores.rows(); ++t) {
+      std::vector<Eigen::Index> order(static_cast<std::size_t>(scores.cols()));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](Eigen::Index a, Eigen::Index b) { return scores(t, a) > scores(t, b); });
+      std::set<double> top, row;
+      for (Eigen::Index i = 0; i < idx.cols(); ++i) {
+        top.insert(static_cast<double>(order[static_cast<std::size_t>(i)]));
+        row.insert(idx(t, i));
+      }
+      differ += top != row;
+    }
+    EXPECT_GT(differ, 0) << c.name();
+  }
+  EXPECT_GE(cases, 4);
+}
+
+// Every key window case has full windows (t >= n_win − 1), where an off-by-one start shows; the
+// tiny cases also cross the first full window, so the clamp at 0 is exercised next to it.
+TEST(RunnerTable, KeyWindowCasesCrossTheWindowBoundary) {
+  for (const Case& c : case_table(0)) {
+    if (c.component != "key_window") continue;
+    const ModelConfig& cfg = case_config(c);
+    const Mat pos = component(c.component).make_inputs(c, cfg).at("positions");
+    EXPECT_GE(pos.maxCoeff(), static_cast<double>(cfg.window_size)) << c.name();
+    if (c.config == "tiny-flash") {
+      EXPECT_LT(pos.minCoeff(), static_cast<double>(cfg.window_size - 1)) << c.name();
+    }
+  }
+}
 
 // ------------------------------------------------------------------ mutants, bundles, replay
 

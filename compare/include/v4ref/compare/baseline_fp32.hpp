@@ -19,10 +19,14 @@ TensorSet hadamard(const ComponentCall& call);
 TensorSet sinkhorn(const ComponentCall& call);
 TensorSet hc_pre(const ComponentCall& call);
 TensorSet hc_post(const ComponentCall& call);
+TensorSet hc_head(const ComponentCall& call);
+TensorSet key_window(const ComponentCall& call);
 TensorSet sink_attention(const ComponentCall& call);
+TensorSet derotate(const ComponentCall& call);
 TensorSet compressor(const ComponentCall& call);  // main and indexer compressor
 TensorSet index_scores(const ComponentCall& call);
 TensorSet router(const ComponentCall& call);
+TensorSet hash_router(const ComponentCall& call);
 TensorSet expert(const ComponentCall& call);
 TensorSet dequant_fp8(const ComponentCall& call);
 TensorSet dequant_fp4(const ComponentCall& call);

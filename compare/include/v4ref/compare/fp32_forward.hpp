@@ -350,8 +350,9 @@ F32LayerWeights prepare_layer_f32(const ref::Model& model, std::int64_t i, const
 // ------------------------------------------------------------------ the component runner
 
 // The port's version of runner component `component` (components.cpp names: rms_norm, rope,
-// hadamard, sinkhorn, hc_pre, hc_post, sink_attention, compressor, indexer_compressor,
-// index_scores, router, expert, dequant_fp8, dequant_fp4), computed through `components`:
+// hadamard, sinkhorn, hc_pre, hc_post, hc_head, key_window, sink_attention, derotate, compressor,
+// indexer_compressor, index_scores, router, hash_router, expert, dequant_fp8, dequant_fp4),
+// computed through `components`:
 // exact-mode semantics (Error for a case in another precision mode). ConfigError for a
 // component the port does not map.
 ComponentFn fp32_port_component(Fp32Components components, std::string_view component);
