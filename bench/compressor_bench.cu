@@ -1,11 +1,14 @@
-// Main-compressor kernel time against the HBM roofline (kernel-targets.md §4.5;
+// Compressor kernel time against the HBM roofline (kernel-targets.md §4.5;
 // docs/cuda-mhc-compressor.md §4.6).
 //
-// Cases (w = 512, Flash and Pro alike): prefill C4 (m = 4, c = 2) and C128 (m = 128, c = 1) at
-// T = 4096, 8192, 16384, 65536; decode, B = 128 sequences: `decode_store` (no block completes:
-// state row writes only) and `decode_pool` (every sequence completes a block: state row write,
-// pooling of the whole state, cache row). bytes: compulsory traffic (compressor_prefill_bytes;
-// decode: a, g rows in, state row out, + on completion the state read and the cache row).
+// Cases (Flash and Pro alike, the widths do not change): prefill of the main compressor at
+// w = 512, C4 (m = 4, c = 2) and C128 (m = 128, c = 1), and of the indexer compressor `idx`
+// (m = 4, c = 2, w = 128: Hadamard, Q4, 68-byte rows) at T = 4096, 8192, 16384, 65536; decode,
+// B = 128 sequences: `decode_store` (no block completes: state row writes only) and `decode_pool`
+// (every sequence completes a block: state row write, pooling of the whole state, cache row).
+// bytes: compulsory traffic (compressor_prefill_bytes, compressor_decode_bytes). target_us:
+// kernel-targets.md §4.5 (T = 8192: C4 ≤ 25.5 µs, C128 ≤ 12.5 µs, indexer ≤ 6.4 µs; decode
+// ≤ 4 µs per layer at B = 128).
 // Timing as bench/mhc_bench.cu: cold L2 (256 MiB scratch overwritten before each sample),
 // a CUDA graph of 20 launches over rotating input sets for cases under 200 µs of roofline time,
 // median of 5 (--reps). Correct before fast: the first launch's first and last 8 entries are
@@ -205,16 +208,29 @@ int main(int argc, char** argv) {
   Buf scratch(kScratchBytes);
   std::vector<Result> results;
 
+  // The three compressors of a layer: main C4 / C128 at w = 512, the indexer's at w = 128.
+  struct Variant {
+    std::string label;
+    int ratio;
+    int width;
+    cmp::Kind kind;
+    double target_prefill_t8192_us;
+  };
+  const std::vector<Variant> kinds = {{"compressor_c4", 4, 512, cmp::Kind::kMain, 25.5},
+                                      {"compressor_c128", 128, 512, cmp::Kind::kMain, 12.5},
+                                      {"compressor_idx", 4, 128, cmp::Kind::kIndexer, 6.4}};
+  constexpr double kDecodeTargetUs = 4.0;
+
   // ---- prefill
-  for (const int ratio : {4, 128})
+  for (const Variant& kd : kinds)
     for (const std::int64_t T : {4096, 8192, 16384, 65536}) {
-      const std::string name =
-          "compressor_c" + std::to_string(ratio) + "/prefill/T" + std::to_string(T);
+      const int ratio = kd.ratio;
+      const std::string name = kd.label + "/prefill/T" + std::to_string(T);
       if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
       Result r;
       r.name = name;
       try {
-        const cmp::Dims dm = cmp::make_dims(ratio, 512);
+        const cmp::Dims dm = cmp::make_dims(ratio, kd.width, kd.kind);
         const std::int64_t E = T / ratio;
         const Weights w(dm, E);
         const double bytes = cuda::compressor_prefill_bytes(dm, T);
@@ -293,6 +309,7 @@ int main(int argc, char** argv) {
                       {"t_roof_us", t_roof_us},
                       {"graph", graph ? 1.0 : 0.0},
                       {"cold_l2", o.warm ? 0.0 : 1.0}};
+        if (T == 8192) r.counters.emplace_back("target_us", kd.target_prefill_t8192_us);
         std::printf("%-34s %10.2f us  %7.1f GB/s  %5.1f%% HBM\n", name.c_str(), r.us,
                     bytes / t * 1e-9, 100.0 * bytes / (t * kHbm));
       } catch (const std::exception& e) {
@@ -303,16 +320,16 @@ int main(int argc, char** argv) {
     }
 
   // ---- decode, B = 128
-  for (const int ratio : {4, 128})
+  for (const Variant& kd : kinds)
     for (const bool complete : {false, true}) {
-      const std::string name = "compressor_c" + std::to_string(ratio) +
-                               (complete ? "/decode_pool/B128" : "/decode_store/B128");
+      const int ratio = kd.ratio;
+      const std::string name = kd.label + (complete ? "/decode_pool/B128" : "/decode_store/B128");
       if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
       Result r;
       r.name = name;
       try {
         constexpr std::int64_t kB = 128;
-        const cmp::Dims dm = cmp::make_dims(ratio, 512);
+        const cmp::Dims dm = cmp::make_dims(ratio, kd.width, kd.kind);
         const std::int64_t entries_max = 4;
         const Weights w(dm, entries_max);
         const std::int64_t t = complete ? ratio - 1 : 0;  // position of every sequence
@@ -368,15 +385,13 @@ int main(int argc, char** argv) {
           throw std::runtime_error(
               "correctness gate failed: decode state differs from the executor");
         r.us = time_us(o, scratch.p, 1, true, launch);
-        const double bytes =
-            static_cast<double>(kB) *
-            (2.0 * dm.cw() * 4 * 2 +
-             (complete ? 2.0 * dm.state_rows() * dm.cw() * 4 + dm.row_bytes() : 0.0));
+        const double bytes = cuda::compressor_decode_bytes(dm, kB, complete ? kB : 0);
         r.counters = {{"batch", static_cast<double>(kB)},
                       {"bytes", bytes},
                       {"GBps", bytes / (r.us * 1e-6) * 1e-9},
                       {"pct_hbm", 100.0 * bytes / (r.us * 1e-6 * kHbm)},
                       {"t_roof_us", bytes / kHbm * 1e6},
+                      {"target_us", kDecodeTargetUs},
                       {"graph", 1.0},
                       {"cold_l2", o.warm ? 0.0 : 1.0}};
         std::printf("%-34s %10.2f us\n", name.c_str(), r.us);

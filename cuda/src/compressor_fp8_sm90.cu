@@ -1,5 +1,6 @@
-// The main compressor on Hopper: per-channel softmax pooling, RMSNorm, RoPE and the Q8 cache row,
-// for prefill and the §11.2 decode state machine (docs/cuda-mhc-compressor.md §4; header
+// The compressors on Hopper: per-channel softmax pooling, RMSNorm, RoPE, then the main
+// compressor's Q8 cache row or the indexer compressor's Hadamard and Q4 cache row, for prefill
+// and the §11.2 decode state machine (docs/cuda-mhc-compressor.md §4; header
 // cuda/include/v4ref/cuda/compressor.hpp; per-thread math compressor_tile.hpp).
 //
 // One cluster of Q = w/128 CTAs per entry (prefill) or per sequence (decode); CTA `rank` owns
@@ -9,8 +10,16 @@
 // warp 0 combines the warps in order, rounds the pooled vector to bf16, forms its square sum
 // (4-term fma chain, xor butterfly) and the CTAs exchange those through distributed shared memory
 // (each CTA publishes its sum in its own shared memory, cluster barrier, every CTA reads all Q in
-// rank order, cluster barrier before exit). Then RMSNorm, RoPE (last CTA, lanes 16..31) and Q8
-// (16 lanes per 64-channel block: shuffle max, e4m3 codes as one 4-byte store per lane).
+// rank order, cluster barrier before exit). Then RMSNorm and RoPE (last CTA, lanes 16..31) and
+// the kind's tail in warp 0:
+//   main     Q8 (16 lanes per 64-channel block: shuffle max, e4m3 codes as one 4-byte store per
+//            lane), the rope part as 8-byte stores;
+//   indexer  (Q = 1) Hadamard: stages h = 1, 2 in each lane, h = 4..64 by __shfl_xor_sync over
+//            lane offsets 1..16, one fp32 product by fp32(128^-1/2), bf16; Q4 over 8-lane blocks
+//            (xor max 4, 2, 1); the 64 code bytes as 4-byte stores by the even lanes (their own
+//            2 bytes and their odd partner's), the 4 scale bytes as one 4-byte store by lane 0.
+// The two kinds are separate kernels (compressor_* and compressor_idx_*), instantiations of the
+// same templates, so the main kernels carry no indexer code.
 // Decode: the step stores its token's row into the state first; only sequences whose block
 // completes pool (the whole cluster takes the same branch), then CSA copies rows 4–7 to 0–3.
 #include <cooperative_groups.h>
@@ -57,15 +66,80 @@ __device__ __forceinline__ float4 load_slot4(const Slots& src, const float* p) {
 }
 
 struct EntryOut {
-  std::uint8_t* row = nullptr;          // the cache row
-  std::uint16_t* dbg_pooled = nullptr;  // [w] or null
-  std::uint16_t* dbg_normed = nullptr;  // [w] or null
-  const float* cos = nullptr;           // [32] of this entry
+  std::uint8_t* row = nullptr;            // the cache row
+  std::uint16_t* dbg_pooled = nullptr;    // [w] or null
+  std::uint16_t* dbg_normed = nullptr;    // [w] or null
+  std::uint16_t* dbg_roped = nullptr;     // [w] or null (indexer)
+  std::uint16_t* dbg_hadamard = nullptr;  // [w] or null (indexer)
+  const float* cos = nullptr;             // [32] of this entry
   const float* sin = nullptr;
 };
 
-// The pooling, norm, rope and Q8 of one entry by one CTA of its cluster (all threads call it).
-// `logits` is shared memory [slots][128]; `ssbox` shared [Q].
+// Four bf16 values of one lane as one 8-byte word (channel order).
+__device__ __forceinline__ uint2 pack4_bf16(const std::uint16_t y[4]) {
+  return make_uint2(y[0] | (static_cast<unsigned>(y[1]) << 16),
+                    y[2] | (static_cast<unsigned>(y[3]) << 16));
+}
+
+// Main tail (warp 0 of CTA `rank`): the rope part (bf16) and Q8 of the nope dims into the row.
+// y: this lane's 4 channels from `ch`, normed (nope) or roped (rope).
+__device__ __forceinline__ void main_tail(const Dims& dm, const std::uint16_t y[4],
+                                          const EntryOut& out, int rank, int lane, int ch) {
+  const bool rope = ch >= dm.nope();
+  if (rope)
+    *reinterpret_cast<uint2*>(out.row + dm.rope_offset() + 2 * (ch - dm.nope())) = pack4_bf16(y);
+  float amax = 0.0f;
+  for (int q = 0; q < 4; ++q) amax = cmp::max_f(amax, fabsf(cmp::bf16_value(y[q])));
+  for (int o = 8; o > 0; o /= 2) amax = cmp::max_f(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if (!rope) {
+    const int k = cmp::q8_scale_exponent(amax);
+    unsigned codes = 0;
+    for (int q = 0; q < 4; ++q)
+      codes |= static_cast<unsigned>(cmp::q8_code(cmp::bf16_value(y[q]), k)) << (8 * q);
+    *reinterpret_cast<unsigned*>(out.row + ch) = codes;
+    if (ch % cmp::kQ8Block == 0)
+      out.row[dm.scale_offset() + ch / cmp::kQ8Block] = static_cast<std::uint8_t>(k + 127);
+  }
+  if (rank == dm.ctas() - 1 && lane == 0)
+    for (int b = dm.scale_offset() + dm.scales(); b < dm.row_bytes(); ++b) out.row[b] = 0;
+}
+
+// Indexer tail (warp 0, the only CTA): Had of the roped entry, bf16, Q4 into the 68-byte row.
+// y: this lane's channels 4·lane .. 4·lane + 3 after RoPE.
+__device__ __forceinline__ void indexer_tail(const std::uint16_t y[4], const EntryOut& out,
+                                             int lane) {
+  constexpr unsigned kFull = 0xffffffffu;
+  const int ch = lane * cmp::kLaneChannels;
+  if (out.dbg_roped != nullptr) *reinterpret_cast<uint2*>(out.dbg_roped + ch) = pack4_bf16(y);
+  float v[4];
+  for (int q = 0; q < 4; ++q) v[q] = cmp::bf16_value(y[q]);
+  cmp::hadamard_in_lane(v);           // h = 1, 2
+  for (int o = 1; o < 32; o <<= 1) {  // h = 4·o: the partner is lane ^ o, same q
+    const bool upper = (lane & o) != 0;
+    for (int q = 0; q < 4; ++q)
+      v[q] = cmp::hadamard_butterfly(v[q], __shfl_xor_sync(kFull, v[q], o), upper);
+  }
+  std::uint16_t h[4];
+  for (int q = 0; q < 4; ++q) h[q] = cmp::hadamard_bf16(v[q]);
+  if (out.dbg_hadamard != nullptr) *reinterpret_cast<uint2*>(out.dbg_hadamard + ch) = pack4_bf16(h);
+  float amax = 0.0f;  // block of 32 channels = lanes 8b .. 8b + 7
+  for (int q = 0; q < 4; ++q) amax = cmp::max_f(amax, fabsf(cmp::bf16_value(h[q])));
+  for (int o = 4; o > 0; o /= 2) amax = cmp::max_f(amax, __shfl_xor_sync(kFull, amax, o));
+  const int k = cmp::q4_scale_exponent(amax);
+  std::uint8_t c[4];
+  for (int q = 0; q < 4; ++q) c[q] = cmp::q4_code(cmp::bf16_value(h[q]), k);
+  const unsigned bits = cmp::q4_lane_bits(c);  // row bytes 2·lane, 2·lane + 1
+  const unsigned odd = __shfl_xor_sync(kFull, bits, 1);
+  if ((lane & 1) == 0) *reinterpret_cast<unsigned*>(out.row + 2 * lane) = bits | (odd << 16);
+  unsigned scales = 0;  // byte b = k of block b + 127 (lane 8b holds it)
+  for (int b = 0; b < cmp::kIndexerWidth / cmp::kQ4Block; ++b)
+    scales |= static_cast<unsigned>(__shfl_sync(kFull, k, 8 * b) + 127) << (8 * b);
+  if (lane == 0) *reinterpret_cast<unsigned*>(out.row + cmp::kIndexerWidth / 2) = scales;
+}
+
+// The pooling, norm, rope and the kind's tail of one entry by one CTA of its cluster (all threads
+// call it). `logits` is shared memory [slots][128]; `ssbox` shared [Q].
+template <cmp::Kind K>
 __device__ void entry_pipeline(const Dims& dm, const Slots& src, const float* __restrict__ norm_w,
                                float eps, const EntryOut& out, float* logits, float* ssbox,
                                const cg::cluster_group& cluster, int rank) {
@@ -158,39 +232,35 @@ __device__ void entry_pipeline(const Dims& dm, const Slots& src, const float* __
     const float rho = cmp::inv_rms(total, dm.width, eps);
     std::uint16_t y[4];
     for (int q = 0; q < 4; ++q) y[q] = cmp::norm_bf16(cmp::bf16_value(p[q]), rho, norm_w[ch + q]);
-    if (out.dbg_pooled != nullptr)
-      *reinterpret_cast<uint2*>(out.dbg_pooled + ch) = make_uint2(
-          p[0] | (static_cast<unsigned>(p[1]) << 16), p[2] | (static_cast<unsigned>(p[3]) << 16));
-    if (out.dbg_normed != nullptr)
-      *reinterpret_cast<uint2*>(out.dbg_normed + ch) = make_uint2(
-          y[0] | (static_cast<unsigned>(y[1]) << 16), y[2] | (static_cast<unsigned>(y[3]) << 16));
-    const bool rope = ch >= dm.nope();
-    if (rope) {  // the last 64 channels: two pairs per lane
+    if (out.dbg_pooled != nullptr) *reinterpret_cast<uint2*>(out.dbg_pooled + ch) = pack4_bf16(p);
+    if (out.dbg_normed != nullptr) *reinterpret_cast<uint2*>(out.dbg_normed + ch) = pack4_bf16(y);
+    if (ch >= dm.nope()) {  // the last 64 channels: two pairs per lane
       const int jp = (ch - dm.nope()) / 2;
       cmp::rope_pair(cmp::bf16_value(y[0]), cmp::bf16_value(y[1]), out.cos[jp], out.sin[jp], y[0],
                      y[1]);
       cmp::rope_pair(cmp::bf16_value(y[2]), cmp::bf16_value(y[3]), out.cos[jp + 1], out.sin[jp + 1],
                      y[2], y[3]);
-      *reinterpret_cast<uint2*>(out.row + dm.rope_offset() + 2 * (ch - dm.nope())) = make_uint2(
-          y[0] | (static_cast<unsigned>(y[1]) << 16), y[2] | (static_cast<unsigned>(y[3]) << 16));
     }
-    float amax = 0.0f;
-    for (int q = 0; q < 4; ++q) amax = cmp::max_f(amax, fabsf(cmp::bf16_value(y[q])));
-    for (int o = 8; o > 0; o /= 2) amax = cmp::max_f(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (!rope) {
-      const int k = cmp::q8_scale_exponent(amax);
-      unsigned codes = 0;
-      for (int q = 0; q < 4; ++q)
-        codes |= static_cast<unsigned>(cmp::q8_code(cmp::bf16_value(y[q]), k)) << (8 * q);
-      *reinterpret_cast<unsigned*>(out.row + ch) = codes;
-      if (ch % cmp::kQ8Block == 0)
-        out.row[dm.scale_offset() + ch / cmp::kQ8Block] = static_cast<std::uint8_t>(k + 127);
-    }
-    if (rank == Q - 1 && lane == 0)
-      for (int b = dm.scale_offset() + dm.scales(); b < dm.row_bytes(); ++b) out.row[b] = 0;
+    if constexpr (K == cmp::Kind::kIndexer)
+      indexer_tail(y, out, lane);
+    else
+      main_tail(dm, y, out, rank, lane, ch);
   }
   if (Q > 1) cluster.sync();  // no CTA leaves while another may still read its box
 }
+
+// Debug outputs of entry (or sequence) e, [w] bf16 each; null stays null.
+struct DebugPtrs {
+  std::uint16_t* pooled;
+  std::uint16_t* normed;
+  std::uint16_t* roped;
+  std::uint16_t* hadamard;
+  __device__ __forceinline__ EntryOut entry(std::uint8_t* row, std::int64_t e, int width,
+                                            const float* cos, const float* sin) const {
+    const auto at = [&](std::uint16_t* q) { return q != nullptr ? q + e * width : nullptr; };
+    return EntryOut{row, at(pooled), at(normed), at(roped), at(hadamard), cos, sin};
+  }
+};
 
 struct PrefillArgs {
   Dims dm;
@@ -202,25 +272,34 @@ struct PrefillArgs {
   const float* cos;
   const float* sin;
   std::uint8_t* cache;
-  std::uint16_t* dbg_pooled;
-  std::uint16_t* dbg_normed;
+  DebugPtrs dbg;
 };
+
+// Entry blockIdx.x / Q of a prefill, CTA `rank` of its cluster.
+template <cmp::Kind K>
+__device__ __forceinline__ void prefill_entry(const PrefillArgs& p, float* logits, float* ssbox) {
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int Q = p.dm.ctas();
+  const int rank = Q > 1 ? static_cast<int>(cluster.block_rank()) : 0;
+  const std::int64_t j = blockIdx.x / Q;
+  const Slots src{p.a, p.g, p.ape, p.dm.cw(), true, j};
+  const EntryOut out =
+      p.dbg.entry(p.cache + j * p.dm.row_bytes(), j, p.dm.width, p.cos + j * 32, p.sin + j * 32);
+  entry_pipeline<K>(p.dm, src, p.norm_w, p.eps, out, logits, ssbox, cluster, rank);
+}
 
 __global__ void __launch_bounds__(cmp::kThreads)
     compressor_prefill_kernel(const __grid_constant__ PrefillArgs p) {
   extern __shared__ float4 smem4[];
   __shared__ float ssbox[cmp::kMaxClusterCtas];
-  const cg::cluster_group cluster = cg::this_cluster();
-  const int Q = p.dm.ctas();
-  const int rank = Q > 1 ? static_cast<int>(cluster.block_rank()) : 0;
-  const std::int64_t j = blockIdx.x / Q;
-  Slots src{p.a, p.g, p.ape, p.dm.cw(), true, j};
-  EntryOut out{p.cache + j * p.dm.row_bytes(),
-               p.dbg_pooled != nullptr ? p.dbg_pooled + j * p.dm.width : nullptr,
-               p.dbg_normed != nullptr ? p.dbg_normed + j * p.dm.width : nullptr, p.cos + j * 32,
-               p.sin + j * 32};
-  entry_pipeline(p.dm, src, p.norm_w, p.eps, out, reinterpret_cast<float*>(smem4), ssbox, cluster,
-                 rank);
+  prefill_entry<cmp::Kind::kMain>(p, reinterpret_cast<float*>(smem4), ssbox);
+}
+
+__global__ void __launch_bounds__(cmp::kThreads)
+    compressor_idx_prefill_kernel(const __grid_constant__ PrefillArgs p) {
+  extern __shared__ float4 smem4[];
+  __shared__ float ssbox[cmp::kMaxClusterCtas];
+  prefill_entry<cmp::Kind::kIndexer>(p, reinterpret_cast<float*>(smem4), ssbox);
 }
 
 struct DecodeArgs {
@@ -237,14 +316,12 @@ struct DecodeArgs {
   float* state_score;
   std::uint8_t* cache;
   std::int64_t entries_max;
-  std::uint16_t* dbg_pooled;
-  std::uint16_t* dbg_normed;
+  DebugPtrs dbg;
 };
 
-__global__ void __launch_bounds__(cmp::kThreads)
-    compressor_decode_kernel(const __grid_constant__ DecodeArgs p) {
-  extern __shared__ float4 smem4[];
-  __shared__ float ssbox[cmp::kMaxClusterCtas];
+// Sequence blockIdx.x / Q of a decode step, CTA `rank` of its cluster.
+template <cmp::Kind K>
+__device__ __forceinline__ void decode_sequence(const DecodeArgs& p, float* logits, float* ssbox) {
   const cg::cluster_group cluster = cg::this_cluster();
   const Dims& dm = p.dm;
   const int Q = dm.ctas();
@@ -271,14 +348,11 @@ __global__ void __launch_bounds__(cmp::kThreads)
   if ((t + 1) % m != 0) return;  // the whole cluster returns: same sequence, same position
   __syncthreads();
   const std::int64_t j = t / m;
-  // The state is written by this kernel: plain loads (ld.global), not the read-only path.
-  Slots src{kv, score, nullptr, cw, false, j};
-  EntryOut out{p.cache + (b * p.entries_max + j) * dm.row_bytes(),
-               p.dbg_pooled != nullptr ? p.dbg_pooled + b * dm.width : nullptr,
-               p.dbg_normed != nullptr ? p.dbg_normed + b * dm.width : nullptr, p.cos + j * 32,
-               p.sin + j * 32};
-  entry_pipeline(dm, src, p.norm_w, p.eps, out, reinterpret_cast<float*>(smem4), ssbox, cluster,
-                 rank);
+  // The state is written by this kernel: L2-coherent loads (ld.global.cg), not the read-only path.
+  const Slots src{kv, score, nullptr, cw, false, j};
+  const EntryOut out = p.dbg.entry(p.cache + (b * p.entries_max + j) * dm.row_bytes(), b, dm.width,
+                                   p.cos + j * 32, p.sin + j * 32);
+  entry_pipeline<K>(dm, src, p.norm_w, p.eps, out, logits, ssbox, cluster, rank);
   if (dm.csa()) {  // rows 4–7 become rows 0–3 (this CTA's slices of both series; pooling has read
                    // them)
     __syncthreads();
@@ -292,6 +366,20 @@ __global__ void __launch_bounds__(cmp::kThreads)
           reinterpret_cast<const float4*>(score + (4 + rr) * cw + c)[0];
     }
   }
+}
+
+__global__ void __launch_bounds__(cmp::kThreads)
+    compressor_decode_kernel(const __grid_constant__ DecodeArgs p) {
+  extern __shared__ float4 smem4[];
+  __shared__ float ssbox[cmp::kMaxClusterCtas];
+  decode_sequence<cmp::Kind::kMain>(p, reinterpret_cast<float*>(smem4), ssbox);
+}
+
+__global__ void __launch_bounds__(cmp::kThreads)
+    compressor_idx_decode_kernel(const __grid_constant__ DecodeArgs p) {
+  extern __shared__ float4 smem4[];
+  __shared__ float ssbox[cmp::kMaxClusterCtas];
+  decode_sequence<cmp::Kind::kIndexer>(p, reinterpret_cast<float*>(smem4), ssbox);
 }
 
 // The §11.2 hand-off state of one sequence after a prefill of T tokens (one thread per 4 floats).
@@ -354,8 +442,35 @@ void launch_cluster(Kernel k, const Args& args, std::int64_t clusters, int Q, st
 
 }  // namespace
 
+namespace {
+
+// The launch's dims, validated (make_dims: ShapeError / ConfigError naming the value).
+Dims checked_dims(const Dims& d) { return cmp::make_dims(d.ratio, d.width, d.kind); }
+
+// Cache rows: 8-byte aligned for the main kind (584 = 8·73), 4-byte for the indexer (68 = 4·17;
+// the kernel writes the indexer row in 4-byte words).
+std::size_t cache_alignment(const Dims& dm) { return dm.indexer() ? 4 : 8; }
+
+DebugPtrs checked_debug(const Dims& dm, std::uint16_t* pooled, std::uint16_t* normed,
+                        std::uint16_t* roped, std::uint16_t* hadamard, const char* who) {
+  if (!dm.indexer() && (roped != nullptr || hadamard != nullptr))
+    throw Error(std::string(who) +
+                ": dbg_roped / dbg_hadamard exist for the indexer compressor only (main kind)");
+  require_ptr(pooled, "dbg_pooled", 8, true);
+  require_ptr(normed, "dbg_normed", 8, true);
+  require_ptr(roped, "dbg_roped", 8, true);
+  require_ptr(hadamard, "dbg_hadamard", 8, true);
+  return DebugPtrs{pooled, normed, roped, hadamard};
+}
+
+std::size_t logit_smem_bytes(const Dims& dm) {
+  return static_cast<std::size_t>(dm.slots()) * cmp::kCtaChannels * sizeof(float);
+}
+
+}  // namespace
+
 void compressor_prefill(const CompressorPrefillLaunch& p, CUstream_st* stream) {
-  const Dims dm = cmp::make_dims(p.dm.ratio, p.dm.width);
+  const Dims dm = checked_dims(p.dm);
   if (p.tokens < 0)
     throw ShapeError("compressor_prefill: tokens must be >= 0, got " + std::to_string(p.tokens));
   const std::int64_t entries = p.tokens / dm.ratio;
@@ -367,18 +482,20 @@ void compressor_prefill(const CompressorPrefillLaunch& p, CUstream_st* stream) {
   require_ptr(p.norm_w, "norm_w");
   require_ptr(p.cos, "cos");
   require_ptr(p.sin, "sin");
-  require_ptr(p.cache, "cache", 8);
-  require_ptr(p.dbg_pooled, "dbg_pooled", 8, true);
-  require_ptr(p.dbg_normed, "dbg_normed", 8, true);
-  const PrefillArgs a{dm,    p.a,   p.g,     p.ape,        p.norm_w,    p.eps,
-                      p.cos, p.sin, p.cache, p.dbg_pooled, p.dbg_normed};
-  launch_cluster(compressor_prefill_kernel, a, entries, dm.ctas(),
-                 static_cast<std::size_t>(dm.slots()) * cmp::kCtaChannels * sizeof(float), stream);
+  require_ptr(p.cache, "cache", cache_alignment(dm));
+  const DebugPtrs dbg = checked_debug(dm, p.dbg_pooled, p.dbg_normed, p.dbg_roped, p.dbg_hadamard,
+                                      "compressor_prefill");
+  const PrefillArgs a{dm, p.a, p.g, p.ape, p.norm_w, p.eps, p.cos, p.sin, p.cache, dbg};
+  if (dm.indexer())
+    launch_cluster(compressor_idx_prefill_kernel, a, entries, dm.ctas(), logit_smem_bytes(dm),
+                   stream);
+  else
+    launch_cluster(compressor_prefill_kernel, a, entries, dm.ctas(), logit_smem_bytes(dm), stream);
 }
 
 void compressor_prefill_state(const CompressorPrefillLaunch& p, float* state_kv, float* state_score,
                               CUstream_st* stream) {
-  const Dims dm = cmp::make_dims(p.dm.ratio, p.dm.width);
+  const Dims dm = checked_dims(p.dm);
   require_ptr(state_kv, "state_kv");
   require_ptr(state_score, "state_score");
   if (p.tokens > 0) {
@@ -392,7 +509,7 @@ void compressor_prefill_state(const CompressorPrefillLaunch& p, float* state_kv,
 }
 
 void compressor_decode(const CompressorDecodeLaunch& p, CUstream_st* stream) {
-  const Dims dm = cmp::make_dims(p.dm.ratio, p.dm.width);
+  const Dims dm = checked_dims(p.dm);
   if (p.batch <= 0) return;
   for (const auto& [ptr, what] :
        {std::make_pair(static_cast<const void*>(p.a), "a"),
@@ -405,12 +522,16 @@ void compressor_decode(const CompressorDecodeLaunch& p, CUstream_st* stream) {
         std::make_pair(static_cast<const void*>(p.state_score), "state_score")})
     require_ptr(ptr, what);
   require_ptr(p.positions, "positions", 8);
-  require_ptr(p.cache, "cache", 8);
-  const DecodeArgs a{
-      dm,    p.positions, p.a,           p.g,     p.ape,         p.norm_w,     p.eps,       p.cos,
-      p.sin, p.state_kv,  p.state_score, p.cache, p.entries_max, p.dbg_pooled, p.dbg_normed};
-  launch_cluster(compressor_decode_kernel, a, p.batch, dm.ctas(),
-                 static_cast<std::size_t>(dm.slots()) * cmp::kCtaChannels * sizeof(float), stream);
+  require_ptr(p.cache, "cache", cache_alignment(dm));
+  const DebugPtrs dbg = checked_debug(dm, p.dbg_pooled, p.dbg_normed, p.dbg_roped, p.dbg_hadamard,
+                                      "compressor_decode");
+  const DecodeArgs a{dm,    p.positions, p.a,        p.g,           p.ape,   p.norm_w,      p.eps,
+                     p.cos, p.sin,       p.state_kv, p.state_score, p.cache, p.entries_max, dbg};
+  if (dm.indexer())
+    launch_cluster(compressor_idx_decode_kernel, a, p.batch, dm.ctas(), logit_smem_bytes(dm),
+                   stream);
+  else
+    launch_cluster(compressor_decode_kernel, a, p.batch, dm.ctas(), logit_smem_bytes(dm), stream);
 }
 
 // ---------------------------------------------------------------- host conveniences
@@ -449,11 +570,12 @@ CompressorHostOut compressor_prefill_host(const cmp::PrefillProblem& hp, bool wi
       cs(static_cast<std::size_t>(std::max<std::int64_t>(E, 1)) * 32, hp.cos),
       sn(static_cast<std::size_t>(std::max<std::int64_t>(E, 1)) * 32, hp.sin);
   Dev<std::uint8_t> cache(static_cast<std::size_t>(E * dm.row_bytes()));
-  Dev<std::uint16_t> pooled(static_cast<std::size_t>(E * dm.width)),
-      normed(static_cast<std::size_t>(E * dm.width));
+  const auto dbg_n = static_cast<std::size_t>(E * dm.width);
+  Dev<std::uint16_t> pooled(dbg_n), normed(dbg_n), roped(dm.indexer() ? dbg_n : 0),
+      hadamard(dm.indexer() ? dbg_n : 0);
   V4REF_CUDA_CHECK(cudaMemset(cache.p, 0xA5, cache.n));
-  V4REF_CUDA_CHECK(cudaMemset(pooled.p, 0xFF, pooled.n * 2));
-  V4REF_CUDA_CHECK(cudaMemset(normed.p, 0xFF, normed.n * 2));
+  for (const Dev<std::uint16_t>* d : {&pooled, &normed, &roped, &hadamard})
+    V4REF_CUDA_CHECK(cudaMemset(d->p, 0xFF, d->n * 2));
   CompressorPrefillLaunch p;
   p.dm = dm;
   p.tokens = T;
@@ -467,6 +589,10 @@ CompressorHostOut compressor_prefill_host(const cmp::PrefillProblem& hp, bool wi
   p.cache = cache.p;
   p.dbg_pooled = pooled.p;
   p.dbg_normed = normed.p;
+  if (dm.indexer()) {
+    p.dbg_roped = roped.p;
+    p.dbg_hadamard = hadamard.p;
+  }
   compressor_prefill(p);
   CompressorHostOut out;
   if (with_state) {
@@ -481,6 +607,8 @@ CompressorHostOut compressor_prefill_host(const cmp::PrefillProblem& hp, bool wi
   out.cache = cache.get();
   out.pooled = pooled.get();
   out.normed = normed.get();
+  out.roped = roped.get();
+  out.hadamard = hadamard.get();
   return out;
 }
 

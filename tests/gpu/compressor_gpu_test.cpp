@@ -1,10 +1,11 @@
-// The CUDA main compressor (cuda/src/compressor_fp8_sm90.cu) on the device (label gpu;
-// docs/cuda-mhc-compressor.md §4.5). The CPU executor (compressor_tile.hpp) runs the kernels'
-// own per-thread math and reduction order and passes the reference gates of
+// The CUDA compressors (cuda/src/compressor_fp8_sm90.cu: main and indexer) on the device (label
+// gpu; docs/cuda-mhc-compressor.md §4.5). The CPU executor (compressor_tile.hpp) runs the
+// kernels' own per-thread math and reduction order and passes the reference gates of
 // tests/reference/compressor_executor_test.cpp; here the device must reproduce it bit for bit:
-// prefill cache rows and the debug intermediates (pooled, normed) on the executor test's cases,
-// the prefill hand-off state, decode steps after a hand-off (single sequence and a batch at mixed
-// positions), both poison families, 20 bitwise reruns.
+// prefill cache rows and the debug intermediates (pooled, normed; indexer also roped and the
+// bf16 Hadamard output) on the executor test's cases, the prefill hand-off state, decode steps
+// after a hand-off (single sequence and a batch at mixed positions), the tiny-flash checkpoint's
+// indexer compressors, both poison families, 20 bitwise reruns.
 // Skips without a device unless V4REF_REQUIRE_GPU=1.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -23,9 +25,12 @@
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
+#include "v4ref/ref/compressor.hpp"
+#include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/rope.hpp"
+#include "v4ref/ref/safetensors.hpp"
 
 namespace v4ref {
 namespace {
@@ -66,15 +71,16 @@ std::vector<float> normal_f32(std::size_t n, std::uint64_t seed, double mean, do
 }
 
 // As in the executor test (same seeds, same data).
-Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::int64_t tokens,
-                 double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
-                 std::int64_t table_entries = 0) {
+Inputs synthetic_dims(const std::string& name, const cmp::Dims& dm, std::int64_t tokens,
+                      double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
+                      std::int64_t table_entries = 0) {
   const std::uint64_t gs = global_seed();
+  const int ratio = dm.ratio, width = dm.width;
   const std::string shape =
       std::to_string(tokens) + "x" + std::to_string(width) + "m" + std::to_string(ratio);
   Inputs in;
   in.name = name;
-  in.dm = cmp::make_dims(ratio, width);
+  in.dm = dm;
   in.tokens = tokens;
   const auto n = static_cast<std::size_t>(tokens * in.dm.cw());
   in.a = normal_f32(n, derive_seed(name, "a", shape, gs), 0.0, a_sd);
@@ -91,9 +97,23 @@ Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::in
   return in;
 }
 
+Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::int64_t tokens,
+                 double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
+                 std::int64_t table_entries = 0) {
+  return synthetic_dims(name, cmp::make_dims(ratio, width), tokens, a_sd, g_sd, ape_sd,
+                        table_entries);
+}
+
+// The indexer compressor (m = 4, w = 128).
+Inputs synthetic_indexer(const std::string& name, std::int64_t tokens, double a_sd = 1.0,
+                         double g_sd = 1.0, double ape_sd = 0.5, std::int64_t table_entries = 0) {
+  return synthetic_dims(name, cmp::make_dims(4, 128, cmp::Kind::kIndexer), tokens, a_sd, g_sd,
+                        ape_sd, table_entries);
+}
+
 struct Exec {
   std::vector<std::uint8_t> cache;
-  std::vector<std::uint16_t> pooled, normed;
+  std::vector<std::uint16_t> pooled, normed, roped, hadamard;  // roped, hadamard: indexer
 };
 
 Exec executor(const Inputs& in) {
@@ -102,8 +122,35 @@ Exec executor(const Inputs& in) {
   e.cache.assign(static_cast<std::size_t>(E * in.dm.row_bytes()), 0x5A);
   e.pooled.assign(static_cast<std::size_t>(E * in.dm.width), 0);
   e.normed.assign(e.pooled.size(), 0);
-  cmp::executor_prefill(in.problem(), e.cache.data(), e.pooled.data(), e.normed.data());
+  cmp::EntryDebug dbg{e.pooled.data(), e.normed.data(), nullptr, nullptr};
+  if (in.dm.indexer()) {
+    e.roped.assign(e.pooled.size(), 0);
+    e.hadamard.assign(e.pooled.size(), 0);
+    dbg.roped = e.roped.data();
+    dbg.hadamard = e.hadamard.data();
+  }
+  cmp::executor_prefill(in.problem(), e.cache.data(), dbg);
   return e;
+}
+
+// Device prefill (buffers poisoned with 0xA5 / 0xFFFF) = executor (0x5A / 0) bit for bit: cache,
+// every debug output, and (with_state) the hand-off state.
+void expect_prefill_bitwise(const Inputs& in, bool with_state) {
+  const Exec e = executor(in);
+  const cuda::CompressorHostOut k = cuda::compressor_prefill_host(in.problem(), with_state);
+  EXPECT_EQ(k.cache, e.cache)
+      << in.name
+      << ": cache rows (the device buffer was poisoned with 0xA5, the executor's with 0x5A)";
+  EXPECT_EQ(k.pooled, e.pooled) << in.name << ": pooled";
+  EXPECT_EQ(k.normed, e.normed) << in.name << ": normed";
+  EXPECT_EQ(k.roped, e.roped) << in.name << ": roped";
+  EXPECT_EQ(k.hadamard, e.hadamard) << in.name << ": hadamard";
+  if (!with_state) return;
+  const cmp::DecodeState st = cmp::executor_prefill_state(in.problem());
+  EXPECT_EQ(0, std::memcmp(k.state_kv.data(), st.kv.data(), st.kv.size() * 4))
+      << in.name << ": hand-off state kv";
+  EXPECT_EQ(0, std::memcmp(k.state_score.data(), st.score.data(), st.score.size() * 4))
+      << in.name << ": hand-off state score";
 }
 
 struct Case {
@@ -118,19 +165,7 @@ class CompressorGpuDiff : public ::testing::TestWithParam<Case> {};
 TEST_P(CompressorGpuDiff, PrefillBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
   const Case& c = GetParam();
-  const Inputs in = synthetic("compressor/" + c.name, c.ratio, c.width, c.tokens);
-  const Exec e = executor(in);
-  const cuda::CompressorHostOut k = cuda::compressor_prefill_host(in.problem(), true);
-  EXPECT_EQ(k.cache, e.cache)
-      << in.name
-      << ": cache rows (the device buffer was poisoned with 0xA5, the executor's with 0x5A)";
-  EXPECT_EQ(k.pooled, e.pooled) << in.name << ": pooled";
-  EXPECT_EQ(k.normed, e.normed) << in.name << ": normed";
-  const cmp::DecodeState st = cmp::executor_prefill_state(in.problem());
-  EXPECT_EQ(0, std::memcmp(k.state_kv.data(), st.kv.data(), st.kv.size() * 4))
-      << in.name << ": hand-off state kv";
-  EXPECT_EQ(0, std::memcmp(k.state_score.data(), st.score.data(), st.score.size() * 4))
-      << in.name << ": hand-off state score";
+  expect_prefill_bitwise(synthetic("compressor/" + c.name, c.ratio, c.width, c.tokens), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -151,50 +186,150 @@ TEST(CompressorGpu, AdversarialBitwiseEqualToExecutor) {
   }
 }
 
+// ---- the indexer compressor (m = 4, w = 128: Hadamard, Q4, 68-byte rows)
+
+void expect_decode_bitwise(const Inputs& full, std::int64_t t0);  // below
+
+class CompressorGpuIndexerDiff : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CompressorGpuIndexerDiff, PrefillBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  expect_prefill_bitwise(synthetic_indexer("indexer/" + GetParam().name, GetParam().tokens), true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, CompressorGpuIndexerDiff,
+                         ::testing::Values(Case{"T37", 4, 128, 37}, Case{"T19", 4, 128, 19},
+                                           Case{"T300", 4, 128, 300}, Case{"T8192", 4, 128, 8192}),
+                         [](const ::testing::TestParamInfo<Case>& i) { return i.param.name; });
+
+// The executor test's adversarial indexer inputs (same names, seeds and modifications).
+TEST(CompressorGpu, IndexerAdversarialBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  std::vector<Inputs> cases = {synthetic_indexer("indexer/adv_spiky", 33, 1.0, 20.0, 20.0),
+                               synthetic_indexer("indexer/adv_huge", 21, 1e15),
+                               synthetic_indexer("indexer/adv_tiny", 21, 1e-15),
+                               synthetic_indexer("indexer/adv_boundaries", 4096)};
+  for (const auto& [name, shift] : {std::make_pair("indexer/adv_huge_keys", 100),
+                                    std::make_pair("indexer/adv_tiny_keys", -120)}) {
+    Inputs in = synthetic_indexer(name, 25);
+    for (float& w : in.norm_w)
+      w = static_cast<float>(fmt::round_bf16(std::ldexp(static_cast<double>(w), shift)));
+    cases.push_back(in);
+  }
+  {
+    Inputs in = synthetic_indexer("indexer/adv_mixed", 41);
+    Rng rng(derive_seed(in.name, "exponent", "", global_seed()));
+    std::vector<int> e(static_cast<std::size_t>(in.dm.width));
+    for (int& x : e) x = static_cast<int>(rng.below(81)) - 40;
+    const int cw = in.dm.cw();
+    for (std::int64_t t = 0; t < in.tokens; ++t)
+      for (int c = 0; c < cw; ++c) {
+        float& a = in.a[static_cast<std::size_t>(t * cw + c)];
+        a = std::ldexp(a, e[static_cast<std::size_t>(c % in.dm.width)]);
+      }
+    cases.push_back(in);
+  }
+  {
+    Inputs in = synthetic_indexer("indexer/adv_zero", 16);
+    std::fill(in.a.begin() + 4 * in.dm.cw(), in.a.begin() + 12 * in.dm.cw(), 0.0f);
+    cases.push_back(in);
+  }
+  for (const Inputs& in : cases) expect_prefill_bitwise(in, false);
+}
+
+// The tiny-flash checkpoint's indexer compressors (every CSA layer) on fp32 projections of
+// random inputs, as in the executor test: device = executor, prefill and hand-off state.
+TEST(CompressorGpu, IndexerTinyFlashCheckpoint) {
+  V4REF_REQUIRE_DEVICE();
+  const char* src = std::getenv("V4REF_SOURCE_DIR");
+  const std::filesystem::path dir =
+      std::filesystem::path(src != nullptr && *src != '\0' ? src : V4REF_SOURCE_DIR) /
+      "golden/checkpoints/tiny-flash-s0";
+  const ModelConfig cfg = load_config(dir / "config.json");
+  const Checkpoint ckpt = Checkpoint::open(dir);
+  for (std::int64_t layer = 0; layer < cfg.n_layers; ++layer) {
+    const LayerConfig lc = layer_config(cfg, layer);
+    if (lc.kind != LayerKind::kCsa) continue;
+    const ref::CompressorWeights cw =
+        ref::load_layer_compressor(ckpt, cfg, layer, ref::CompressorKind::kIndexer);
+    constexpr std::int64_t T = 97;
+    Rng rng(derive_seed("indexer/tiny-flash", "x", std::to_string(layer), global_seed()));
+    ref::Mat x(T, cfg.dim);
+    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = fmt::round_bf16(rng.normal());
+    const ref::Mat a = x * cw.wkv.w.transpose(), g = x * cw.wgate.w.transpose();
+    Inputs in;
+    in.name = "indexer/tiny-flash/" + cw.prefix;
+    in.dm = cmp::make_dims(4, cw.width, cmp::Kind::kIndexer);
+    in.tokens = T;
+    for (Eigen::Index i = 0; i < a.size(); ++i) {
+      in.a.push_back(static_cast<float>(a.data()[i]));
+      in.g.push_back(static_cast<float>(g.data()[i]));
+    }
+    for (Eigen::Index i = 0; i < cw.ape.size(); ++i)
+      in.ape.push_back(static_cast<float>(cw.ape.data()[i]));
+    for (int i = 0; i < cw.width; ++i) in.norm_w.push_back(static_cast<float>(cw.norm(i)));
+    in.eps = static_cast<float>(cfg.norm_eps);
+    const ref::RopeTable rope = ref::rope_table_for(cfg, lc);
+    std::vector<float> om(rope.omega_fp32.begin(), rope.omega_fp32.end());
+    cmp::rope_table(om.data(), T / 4, 4, in.cos, in.sin);
+    expect_prefill_bitwise(in, true);
+    expect_decode_bitwise(in, 18);
+  }
+}
+
+// Decode steps t0 .. T − 1 of `full` after a prefill hand-off at t0, on the device and in the
+// executor: equal cache rows and state bit for bit.
+void expect_decode_bitwise(const Inputs& full, std::int64_t t0) {
+  const std::int64_t t1 = full.tokens;
+  Inputs head = full;
+  head.tokens = t0;
+  const cmp::Dims& dm = full.dm;
+  const int cw = dm.cw(), ratio = dm.ratio;
+  const std::int64_t entries_max = t1 / ratio + 1;
+  cmp::DecodeState se = cmp::executor_prefill_state(head.problem()), sk = se;
+  std::vector<std::uint8_t> ce(static_cast<std::size_t>(entries_max * dm.row_bytes()), 0xA5),
+      ck = ce;
+  for (std::int64_t t = t0; t < t1; ++t) {
+    const std::int64_t j = t / ratio;
+    cmp::executor_decode_step(dm, se, t, full.a.data() + t * cw, full.g.data() + t * cw,
+                              full.ape.data(), full.norm_w.data(), full.eps,
+                              cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32},
+                              ce.data() + j * dm.row_bytes());
+  }
+  cuda::compressor_decode_host(dm, t0, t1 - t0, full.a.data() + t0 * cw, full.g.data() + t0 * cw,
+                               full.ape.data(), full.norm_w.data(), full.eps, full.cos, full.sin,
+                               sk, ck);
+  const std::string where =
+      full.name + " w " + std::to_string(dm.width) + " from " + std::to_string(t0);
+  EXPECT_EQ(ck, ce) << where << ": cache";
+  EXPECT_EQ(0, std::memcmp(sk.kv.data(), se.kv.data(), se.kv.size() * 4)) << where << ": state kv";
+  EXPECT_EQ(0, std::memcmp(sk.score.data(), se.score.data(), se.score.size() * 4))
+      << where << ": state score";
+}
+
 // Decode steps after a prefill hand-off equal the executor's decode (and so the prefill of the
 // longer sequence, tested on the CPU), including the state.
 TEST(CompressorGpu, DecodeBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
   for (const auto& [ratio, t0, t1] :
-       {std::make_tuple(4, 0, 23), std::make_tuple(4, 9, 30), std::make_tuple(128, 100, 300)}) {
-    for (const std::int64_t width : {128, 512}) {
-      const Inputs full =
-          synthetic("compressor/decode_m" + std::to_string(ratio), ratio, width, t1);
-      Inputs head = full;
-      head.tokens = t0;
-      const cmp::Dims& dm = full.dm;
-      const int cw = dm.cw();
-      const std::int64_t entries_max = t1 / ratio + 1;
-      cmp::DecodeState se = cmp::executor_prefill_state(head.problem()), sk = se;
-      std::vector<std::uint8_t> ce(static_cast<std::size_t>(entries_max * dm.row_bytes()), 0xA5),
-          ck = ce;
-      for (std::int64_t t = t0; t < t1; ++t) {
-        const std::int64_t j = t / ratio;
-        cmp::executor_decode_step(dm, se, t, full.a.data() + t * cw, full.g.data() + t * cw,
-                                  full.ape.data(), full.norm_w.data(), full.eps,
-                                  cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32},
-                                  ce.data() + j * dm.row_bytes());
-      }
-      cuda::compressor_decode_host(dm, t0, t1 - t0, full.a.data() + t0 * cw,
-                                   full.g.data() + t0 * cw, full.ape.data(), full.norm_w.data(),
-                                   full.eps, full.cos, full.sin, sk, ck);
-      const std::string where =
-          full.name + " w " + std::to_string(width) + " from " + std::to_string(t0);
-      EXPECT_EQ(ck, ce) << where << ": cache";
-      EXPECT_EQ(0, std::memcmp(sk.kv.data(), se.kv.data(), se.kv.size() * 4))
-          << where << ": state kv";
-      EXPECT_EQ(0, std::memcmp(sk.score.data(), se.score.data(), se.score.size() * 4))
-          << where << ": state score";
-    }
-  }
+       {std::make_tuple(4, 0, 23), std::make_tuple(4, 9, 30), std::make_tuple(128, 100, 300)})
+    for (const std::int64_t width : {128, 512})
+      expect_decode_bitwise(
+          synthetic("compressor/decode_m" + std::to_string(ratio), ratio, width, t1), t0);
+}
+
+TEST(CompressorGpu, IndexerDecodeBitwiseEqualToExecutor) {
+  V4REF_REQUIRE_DEVICE();
+  for (const auto& [t0, t1] : {std::make_pair(0, 23), std::make_pair(9, 30), std::make_pair(12, 17),
+                               std::make_pair(3, 41)})
+    expect_decode_bitwise(synthetic_indexer("indexer/decode", t1), t0);
 }
 
 // One batched decode launch: 96 sequences at positions 0..95 (a quarter complete a CSA block),
-// each equal to its own executor step.
-TEST(CompressorGpu, BatchedDecodeMixedPositions) {
-  V4REF_REQUIRE_DEVICE();
+// each equal to its own executor step (cache rows, state, and the debug outputs of the
+// completing sequences).
+void expect_batched_decode_bitwise(const Inputs& in) {
   constexpr std::int64_t kB = 96;
-  const Inputs in = synthetic("compressor/decode_batch", 4, 512, kB, 1.0, 1.0, 0.5, kB);
   const cmp::Dims& dm = in.dm;
   const int cw = dm.cw(), rows = dm.state_rows();
   const std::int64_t entries_max = kB / 4 + 1;
@@ -212,15 +347,26 @@ TEST(CompressorGpu, BatchedDecodeMixedPositions) {
     sc.insert(sc.end(), st.score.begin(), st.score.end());
   }
   std::vector<float> kv_want = kv, sc_want = sc;
+  // Debug outputs [B, w]: written only by completing sequences; both sides start poisoned.
+  const int n_dbg = dm.indexer() ? 4 : 2;
+  std::vector<std::vector<std::uint16_t>> dbg(
+      static_cast<std::size_t>(n_dbg),
+      std::vector<std::uint16_t>(static_cast<std::size_t>(kB * dm.width), 0x7FC1));
+  std::vector<std::vector<std::uint16_t>> dbg_want = dbg;
+  cmp::EntryDebug edbg{dbg_want[0].data(), dbg_want[1].data(), nullptr, nullptr};
+  if (dm.indexer()) {
+    edbg.roped = dbg_want[2].data();
+    edbg.hadamard = dbg_want[3].data();
+  }
   for (std::int64_t b = 0; b < kB; ++b) {
     cmp::DecodeState st(dm);
     std::copy(kv.begin() + b * rows * cw, kv.begin() + (b + 1) * rows * cw, st.kv.begin());
     std::copy(sc.begin() + b * rows * cw, sc.begin() + (b + 1) * rows * cw, st.score.begin());
     const std::int64_t j = b / 4;
-    cmp::executor_decode_step(dm, st, b, in.a.data() + b * cw, in.g.data() + b * cw, in.ape.data(),
-                              in.norm_w.data(), in.eps,
-                              cmp::RopeRow{in.cos.data() + j * 32, in.sin.data() + j * 32},
-                              want.data() + (b * entries_max + j) * dm.row_bytes());
+    cmp::executor_decode_step(
+        dm, st, b, in.a.data() + b * cw, in.g.data() + b * cw, in.ape.data(), in.norm_w.data(),
+        in.eps, cmp::RopeRow{in.cos.data() + j * 32, in.sin.data() + j * 32},
+        want.data() + (b * entries_max + j) * dm.row_bytes(), edbg.at(b, dm.width));
     std::copy(st.kv.begin(), st.kv.end(), kv_want.begin() + b * rows * cw);
     std::copy(st.score.begin(), st.score.end(), sc_want.begin() + b * rows * cw);
   }
@@ -242,6 +388,9 @@ TEST(CompressorGpu, BatchedDecodeMixedPositions) {
   up(dsin, in.sin);
   up(dpos, pos);
   up(dcache, cache);
+  std::vector<std::uint16_t*> ddbg(4, nullptr);
+  for (int i = 0; i < n_dbg; ++i)
+    up(ddbg[static_cast<std::size_t>(i)], dbg[static_cast<std::size_t>(i)]);
   cuda::CompressorDecodeLaunch p;
   p.dm = dm;
   p.batch = kB;
@@ -257,9 +406,19 @@ TEST(CompressorGpu, BatchedDecodeMixedPositions) {
   p.state_score = dsc;
   p.cache = dcache;
   p.entries_max = entries_max;
+  p.dbg_pooled = ddbg[0];
+  p.dbg_normed = ddbg[1];
+  p.dbg_roped = ddbg[2];
+  p.dbg_hadamard = ddbg[3];
   cuda::compressor_decode(p);
   V4REF_CUDA_CHECK(cudaDeviceSynchronize());
   V4REF_CUDA_CHECK(cudaMemcpy(cache.data(), dcache, cache.size(), cudaMemcpyDeviceToHost));
+  for (int i = 0; i < n_dbg; ++i) {
+    auto& h = dbg[static_cast<std::size_t>(i)];
+    V4REF_CUDA_CHECK(cudaMemcpy(h.data(), ddbg[static_cast<std::size_t>(i)], h.size() * 2,
+                                cudaMemcpyDeviceToHost));
+    cudaFree(ddbg[static_cast<std::size_t>(i)]);
+  }
   V4REF_CUDA_CHECK(cudaMemcpy(kv.data(), dkv, kv.size() * 4, cudaMemcpyDeviceToHost));
   V4REF_CUDA_CHECK(cudaMemcpy(sc.data(), dsc, sc.size() * 4, cudaMemcpyDeviceToHost));
   for (void* d : {static_cast<void*>(dkv), static_cast<void*>(dsc), static_cast<void*>(da),
@@ -267,9 +426,19 @@ TEST(CompressorGpu, BatchedDecodeMixedPositions) {
                   static_cast<void*>(dcos), static_cast<void*>(dsin), static_cast<void*>(dpos),
                   static_cast<void*>(dcache)})
     cudaFree(d);
-  EXPECT_EQ(cache, want) << "cache (untouched rows keep 0xA5 on both sides)";
-  EXPECT_EQ(0, std::memcmp(kv.data(), kv_want.data(), kv.size() * 4)) << "state kv";
-  EXPECT_EQ(0, std::memcmp(sc.data(), sc_want.data(), sc.size() * 4)) << "state score";
+  EXPECT_EQ(cache, want) << in.name << ": cache (untouched rows keep 0xA5 on both sides)";
+  EXPECT_EQ(0, std::memcmp(kv.data(), kv_want.data(), kv.size() * 4)) << in.name << ": state kv";
+  EXPECT_EQ(0, std::memcmp(sc.data(), sc_want.data(), sc.size() * 4)) << in.name << ": state score";
+  for (int i = 0; i < n_dbg; ++i)
+    EXPECT_EQ(dbg[static_cast<std::size_t>(i)], dbg_want[static_cast<std::size_t>(i)])
+        << in.name << ": debug output " << i << " (pooled, normed, roped, hadamard)";
+}
+
+TEST(CompressorGpu, BatchedDecodeMixedPositions) {
+  V4REF_REQUIRE_DEVICE();
+  expect_batched_decode_bitwise(
+      synthetic("compressor/decode_batch", 4, 512, 96, 1.0, 1.0, 0.5, 96));
+  expect_batched_decode_bitwise(synthetic_indexer("indexer/decode_batch", 96, 1.0, 1.0, 0.5, 96));
 }
 
 TEST(CompressorGpu, TwentyBitwiseReruns) {
@@ -281,6 +450,18 @@ TEST(CompressorGpu, TwentyBitwiseReruns) {
       const cuda::CompressorHostOut again = cuda::compressor_prefill_host(in.problem(), false);
       ASSERT_EQ(again.cache, first.cache) << "m " << ratio << " rerun " << r;
     }
+  }
+  // The indexer: cache rows and every debug output, 20 runs.
+  const Inputs in = synthetic_indexer("indexer/reruns", 4096);
+  const cuda::CompressorHostOut first = cuda::compressor_prefill_host(in.problem(), true);
+  for (int r = 1; r < 20; ++r) {
+    const cuda::CompressorHostOut again = cuda::compressor_prefill_host(in.problem(), true);
+    ASSERT_EQ(again.cache, first.cache) << "indexer rerun " << r;
+    ASSERT_EQ(again.hadamard, first.hadamard) << "indexer rerun " << r;
+    ASSERT_EQ(again.roped, first.roped) << "indexer rerun " << r;
+    ASSERT_EQ(again.normed, first.normed) << "indexer rerun " << r;
+    ASSERT_EQ(again.pooled, first.pooled) << "indexer rerun " << r;
+    ASSERT_EQ(again.state_kv, first.state_kv) << "indexer rerun " << r;
   }
 }
 

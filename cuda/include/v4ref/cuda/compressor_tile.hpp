@@ -1,8 +1,8 @@
-// Per-thread math of the CUDA main compressor (cuda/src/compressor_fp8_sm90.cu), written once for
+// Per-thread math of the CUDA compressors (cuda/src/compressor_fp8_sm90.cu), written once for
 // host and device, and the CPU executor that runs it in the kernels' own cluster / warp / lane
-// and reduction order (docs/cuda-mhc-compressor.md §4; v4-forward.md §6, §11.2, §2.5 item 3).
+// and reduction order (docs/cuda-mhc-compressor.md §4; v4-forward.md §6, §7.1, §11.2, §2.4, §2.5).
 //
-// One compressed entry j of a main compressor (width w = 128·Q, rope r = 64, ratio m = 4 or 128):
+// One compressed entry j (width w = 128·Q, rope r = 64, ratio m = 4 or 128), two kinds:
 //   slots    CSA: 8 (rows of block j−1 through channels [0, w), rows of block j through [w, 2w));
 //            HCA: the 128 rows of block j. A slot holds (value a, logit l = fp32(g + ape[r]))
 //            exactly as the §11.2 decode state stores it; absent slots (CSA, j = 0): l = −∞, a = 0
@@ -11,18 +11,31 @@
 //   norm     y = bf16(nw · (p · ρ)), ρ = 1/sqrt(Σp²/w + eps)        (store_bf16_norm)
 //   rope     last 64 dims, pair (x, y) at position j·m: (x·c − y·s, x·s + y·c) with the fp32
 //            cos/sin of the fp32 angle, rounded to bf16         (rope_fp32_angle, store_bf16_rope)
+// main compressor (attn.compressor, CSA or HCA, w = 128·Q):
 //   Q8       dims [0, w−64) in blocks of 64: ue8m0 scale from the fp32 bits of
 //            max(amax, 1e-4)·fp32(1/448), e4m3 codes (saturating)  (ckv_q8_64)
-// Cache row (row_bytes(w) bytes): [w−64 e4m3 codes][64 bf16][(w−64)/64 ue8m0 scales][pad to 8]
-// (584 bytes for w = 512: the 584-byte KV row of kernel-targets.md §3).
+//   row      [w−64 e4m3 codes][64 bf16][(w−64)/64 ue8m0 scales][pad to 8] (row_bytes(); 584 bytes
+//            for w = 512: the KV row of kernel-targets.md §3)
+// indexer compressor (attn.indexer.compressor, §7.1: m = 4, c = 2, w = index_head_dim = 128):
+//   Had      z = H_128 y in fp32 (Sylvester butterfly, stages h = 1, 2, ..., 64: pair (i, i+h)
+//            becomes (y_i + y_{i+h}, y_i − y_{i+h})), then bf16(z · fp32(128^-1/2))
+//                                                    (§2.4; store_bf16_hadamard)
+//   Q4       blocks of 32: ue8m0 scale from the fp32 bits of max(amax, 6·2^-126)·fp32(1/6),
+//            e2m1 codes of y/2^k (saturating, ties to even)          (idx_k_q4_32, §2.5 item 5)
+//   row      68 bytes: [64 bytes e2m1, byte b = channel 2b (low nibble) | channel 2b+1 (high)]
+//            [4 ue8m0 scales] (cost-model.md "V4 indexer key"); rows are only 4-byte aligned
 //
 // Work decomposition (kernel and executor share it):
-//   cluster of Q = w/128 CTAs per entry; CTA `rank` owns channels [128·rank, 128·rank + 128)
-//   4 warps per CTA split the slots in contiguous ranges (CSA 2 each, HCA 32 each); lane l owns
-//   channels 4l..4l+3 of the CTA's range (16-byte loads)
+//   cluster of Q = w/128 CTAs per entry (indexer: Q = 1); CTA `rank` owns channels
+//   [128·rank, 128·rank + 128); 4 warps per CTA split the slots in contiguous ranges (CSA 2 each,
+//   HCA 32 each); lane l owns channels 4l..4l+3 of the CTA's range (16-byte loads)
 //   max: exact in any order; Σe and Σe·a: per warp in slot order, then warps 0..3 in order;
 //   Σp²: per lane 4-term fma chain, xor-butterfly 16, 8, 4, 2, 1 over the warp, then the Q CTA
-//   sums in rank order; rope and Q8 inside the owning lanes (16 lanes per 64-channel block).
+//   sums in rank order; everything after the pooling in warp 0 of each CTA:
+//   main    rope and Q8 inside the owning lanes (16 lanes per 64-channel block)
+//   indexer rope in lanes 16..31; Had stages h = 1, 2 inside each lane, h = 4·o for lane offsets
+//           o = 1, 2, 4, 8, 16 by xor shuffles (the lane whose bit o is clear keeps x + partner,
+//           the other partner − x: hadamard_butterfly); Q4 blocks = 8 lanes (xor max 4, 2, 1)
 //
 // This header must stay self-contained (core headers only): the cpu test includes it without a
 // CUDA toolkit. Not shared with reference/ (style.md).
@@ -60,35 +73,70 @@ inline constexpr int kQ8Block = 64;  // §2.5 item 3
 inline constexpr float kQ8AmaxFloor = 1e-4f;
 inline constexpr float kInvE4m3Max = 1.0f / 448.0f;  // fp32(1/448), correctly rounded
 inline constexpr int kMaxClusterCtas = 8;
+// Indexer compressor (§7.1, §2.4, §2.5 item 5).
+inline constexpr int kIndexerRatio = 4;
+inline constexpr int kIndexerWidth = 128;                  // index_head_dim: the Hadamard length n
+inline constexpr int kQ4Block = 32;                        // 8 lanes of 4 channels
+inline constexpr float kQ4AmaxFloor = 6.0f * 0x1.0p-126f;  // 6·2^-126: a/6 is 2^-126 (normal)
+inline constexpr float kInvE2m1Max = 1.0f / 6.0f;          // fp32(1/6), correctly rounded
+// fp32(128^-1/2) = fp32(2^-3.5), correctly rounded (checked against the double in the cpu test).
+inline constexpr float kHadamardScale = static_cast<float>(0.08838834764831844055010554526310612);
+
+// Which tail of §6.3 an entry gets (the width cannot tell: tiny configs have w = 128 for both).
+enum class Kind : int {
+  kMain,     // attn.compressor: rope bf16 + Q8 of the nope dims
+  kIndexer,  // attn.indexer.compressor: rope, Hadamard, Q4 of all 128 dims
+};
 
 struct Dims {
   int ratio = 0;  // m: 4 (CSA, two series) or 128 (HCA)
-  int width = 0;  // w: a multiple of 128, at least 128
+  int width = 0;  // w: a multiple of 128, at least 128 (indexer: exactly 128)
+  Kind kind = Kind::kMain;
   V4REF_HD constexpr bool csa() const { return ratio == 4; }
+  V4REF_HD constexpr bool indexer() const { return kind == Kind::kIndexer; }
   V4REF_HD constexpr int series() const { return csa() ? 2 : 1; }
   V4REF_HD constexpr int cw() const { return series() * width; }           // projection width c·w
   V4REF_HD constexpr int slots() const { return csa() ? 8 : ratio; }       // slots per entry
   V4REF_HD constexpr int state_rows() const { return csa() ? 8 : ratio; }  // §11.2
   V4REF_HD constexpr int ctas() const { return width / kCtaChannels; }
-  V4REF_HD constexpr int nope() const { return width - kRope; }
-  V4REF_HD constexpr int scales() const { return nope() / kQ8Block; }
-  V4REF_HD constexpr int row_bytes() const { return (nope() + 2 * kRope + scales() + 7) / 8 * 8; }
-  V4REF_HD constexpr int rope_offset() const { return nope(); }  // byte offset of the bf16 part
-  V4REF_HD constexpr int scale_offset() const { return nope() + 2 * kRope; }
+  V4REF_HD constexpr int nope() const { return width - kRope; }  // first rope channel
+  // Scale bytes per row: main one per 64 nope dims, indexer one per 32 dims.
+  V4REF_HD constexpr int scales() const { return indexer() ? width / kQ4Block : nope() / kQ8Block; }
+  // main: [nope e4m3][64 bf16][scales][pad to 8]; indexer: [w/2 packed e2m1][scales] (68 bytes)
+  V4REF_HD constexpr int row_bytes() const {
+    return indexer() ? width / 2 + scales() : (nope() + 2 * kRope + scales() + 7) / 8 * 8;
+  }
+  V4REF_HD constexpr int rope_offset() const {
+    return nope();
+  }  // main: byte offset of the bf16 part
+  V4REF_HD constexpr int scale_offset() const { return indexer() ? width / 2 : nope() + 2 * kRope; }
   V4REF_HD constexpr int slots_per_warp() const { return slots() / kWarps; }
   // Channel of slot s read for entry channel i (0 <= i < w): CSA rows 0–3 (previous block) read
   // series 0, rows 4–7 (current block) series 1 (§6.2, §11.2); HCA channel i.
   V4REF_HD constexpr int channel(int s, int i) const { return csa() && s >= 4 ? width + i : i; }
 };
 
-inline Dims make_dims(int ratio, std::int64_t width) {
+inline Dims make_dims(int ratio, std::int64_t width, Kind kind = Kind::kMain) {
+  if (kind == Kind::kIndexer) {
+    if (ratio != kIndexerRatio)
+      throw ConfigError(
+          "compressor (indexer): ratio must be 4 (the indexer compressor exists in CSA layers "
+          "only, v4-forward.md §7.1), got " +
+          std::to_string(ratio));
+    if (width != kIndexerWidth)
+      throw ShapeError(
+          "compressor (indexer): width must be index_head_dim = 128 (the Hadamard length of "
+          "§2.4, one CTA per entry), got " +
+          std::to_string(width));
+    return Dims{ratio, static_cast<int>(width), kind};
+  }
   if (ratio != 4 && ratio != 128)
     throw ConfigError("compressor: ratio must be 4 (CSA) or 128 (HCA), got " +
                       std::to_string(ratio));
   if (width < kCtaChannels || width % kCtaChannels != 0 || width / kCtaChannels > kMaxClusterCtas)
     throw ShapeError("compressor: width must be a multiple of 128 in [128, 1024], got " +
                      std::to_string(width));
-  return Dims{ratio, static_cast<int>(width)};
+  return Dims{ratio, static_cast<int>(width), kind};
 }
 
 // ---------------------------------------------------------------- per element
@@ -134,6 +182,52 @@ V4REF_HD inline std::uint8_t q8_code(float y, int k) {
   double q = static_cast<double>(y) / fmt::pow2(k);
   q = q > 448.0 ? 448.0 : (q < -448.0 ? -448.0 : q);
   return fmt::e4m3_encode(q, fmt::Saturation::kSatFinite);
+}
+
+// ---- indexer tail: Hadamard (§2.4) and Q4 (§2.5 item 5)
+
+// One Sylvester butterfly output of the pair (y_i, y_{i+h}) = (a, c): channel i gets a + c,
+// channel i + h gets a − c. `mine` is this channel's value, `partner` the other one's, `upper`
+// whether this is channel i + h (bit h of the channel index set). In fp32 the operands and the
+// operation are exactly the reference's a + c and a − c, on the host and on the device.
+V4REF_HD inline float hadamard_butterfly(float mine, float partner, bool upper) {
+  return upper ? add_rn(partner, -mine) : add_rn(mine, partner);
+}
+
+// Stages h = 1 and h = 2 on the 4 channels 4l..4l+3 of one lane (both pairs inside the lane).
+V4REF_HD inline void hadamard_in_lane(float v[4]) {
+  const float s0 = hadamard_butterfly(v[0], v[1], false), s1 = hadamard_butterfly(v[1], v[0], true);
+  const float s2 = hadamard_butterfly(v[2], v[3], false), s3 = hadamard_butterfly(v[3], v[2], true);
+  v[0] = hadamard_butterfly(s0, s2, false);
+  v[2] = hadamard_butterfly(s2, s0, true);
+  v[1] = hadamard_butterfly(s1, s3, false);
+  v[3] = hadamard_butterfly(s3, s1, true);
+}
+
+// The stored Hadamard output: bf16(z · fp32(128^-1/2)), one fp32 product (store_bf16_hadamard).
+V4REF_HD inline std::uint16_t hadamard_bf16(float z) {
+  return bf16_rne_bits(mul_rn(z, kHadamardScale));
+}
+
+// ue8m0 exponent k of a Q4 block with largest magnitude `amax` (ref act_scale_exponent, kQ4Rule:
+// fp32 max with the floor, one fp32 product by fp32(1/6), ceil(log2) from the bits).
+V4REF_HD inline int q4_scale_exponent(float amax) {
+  return fmt::ceil_log2_fp32_bits(mul_rn(max_f(amax, kQ4AmaxFloor), kInvE2m1Max));
+}
+
+// e2m1 nibble of a bf16 value y in a block of scale 2^k: y/2^k is exact in double; clamped to
+// ±6 as the reference does (e2m1_encode saturates anyway), ties to even.
+V4REF_HD inline std::uint8_t q4_code(float y, int k) {
+  double q = static_cast<double>(y) / fmt::pow2(k);
+  q = q > 6.0 ? 6.0 : (q < -6.0 ? -6.0 : q);
+  return fmt::e2m1_encode(q);
+}
+
+// The two row bytes of one lane's 4 channels 4l..4l+3, little-endian: byte 2l = c0 | c1 << 4,
+// byte 2l + 1 = c2 | c3 << 4 (low nibble = even channel, §15.5 packing).
+V4REF_HD inline std::uint16_t q4_lane_bits(const std::uint8_t c[4]) {
+  return static_cast<std::uint16_t>(fmt::fp4_pack(c[0], c[1]) |
+                                    (static_cast<unsigned>(fmt::fp4_pack(c[2], c[3])) << 8));
 }
 
 // The xor-butterfly sum of a warp (offsets 16, 8, 4, 2, 1; every lane ends with the same value:
@@ -186,15 +280,96 @@ inline void rope_table(const float* omega_fp32, std::int64_t entries, int ratio,
     }
 }
 
-// One entry through pool, norm, rope and Q8, cluster CTA by CTA, warp by warp, lane by lane.
-// `rows_of(s)` gives the state/token row of slot s (negative: absent). Writes the cache row.
-// Debug outputs (optional, [w] bf16 each): the pooled p and the normed values before RoPE (what
-// the Q8 step sees on the nope dims and RoPE sees on the last 64), so every rounding point can
-// be gated on the kernel's own input to it.
+// Optional debug outputs of one entry, [w] bf16 each (null: not written), so that every
+// rounding point can be gated on the kernel's own input to it:
+//   pooled    the pooled p (input of the norm)
+//   normed    the RMSNorm output before RoPE (input of RoPE on the last 64 dims; main: of Q8)
+//   roped     indexer only: the entry after RoPE (input of the Hadamard rotation)
+//   hadamard  indexer only: the bf16 Hadamard output (input of Q4)
+struct EntryDebug {
+  std::uint16_t* pooled = nullptr;
+  std::uint16_t* normed = nullptr;
+  std::uint16_t* roped = nullptr;
+  std::uint16_t* hadamard = nullptr;
+  // The same outputs of entry (or sequence) `e` in buffers of [.., w] rows.
+  EntryDebug at(std::int64_t e, int width) const {
+    const auto off = [&](std::uint16_t* q) { return q != nullptr ? q + e * width : nullptr; };
+    return {off(pooled), off(normed), off(roped), off(hadamard)};
+  }
+};
+
+// Q8 of the nope dims and the bf16 rope dims into a main cache row (y: normed nope, roped rope).
+inline void executor_main_tail(const Dims& dm, const std::vector<std::uint16_t>& y,
+                               std::uint8_t* out_row) {
+  for (int b = 0; b < dm.scales(); ++b) {
+    float amax = 0.0f;
+    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
+      amax = max_f(amax, std::fabs(bf16_value(y[static_cast<std::size_t>(i)])));
+    const int k = q8_scale_exponent(amax);
+    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
+      out_row[i] = q8_code(bf16_value(y[static_cast<std::size_t>(i)]), k);
+    out_row[dm.scale_offset() + b] = static_cast<std::uint8_t>(k + 127);
+  }
+  for (int i = 0; i < kRope; ++i) {
+    const std::uint16_t h = y[static_cast<std::size_t>(dm.nope() + i)];
+    out_row[dm.rope_offset() + 2 * i] = static_cast<std::uint8_t>(h & 0xFF);
+    out_row[dm.rope_offset() + 2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
+  }
+  for (int b = dm.scale_offset() + dm.scales(); b < dm.row_bytes(); ++b) out_row[b] = 0;
+}
+
+// Had over the 128 channels of an indexer entry as warp 0 computes it, v[lane][q] = channel
+// 4·lane + q: stages h = 1, 2 in each lane, then h = 4·o for the lane offsets o = 1, .., 16
+// (every lane reads its partner's value of the previous stage, as __shfl_xor_sync does).
+inline void hadamard_warp(float v[32][kLaneChannels]) {
+  for (int lane = 0; lane < 32; ++lane) hadamard_in_lane(v[lane]);
+  for (int o = 1; o < 32; o *= 2) {
+    float next[32][kLaneChannels];
+    for (int lane = 0; lane < 32; ++lane)
+      for (int q = 0; q < kLaneChannels; ++q)
+        next[lane][q] = hadamard_butterfly(v[lane][q], v[lane ^ o][q], (lane & o) != 0);
+    for (int lane = 0; lane < 32; ++lane)
+      for (int q = 0; q < kLaneChannels; ++q) v[lane][q] = next[lane][q];
+  }
+}
+
+// Hadamard, bf16 and Q4 of a roped indexer entry y [128] into its 68-byte cache row; h gets the
+// bf16 Hadamard output.
+inline void executor_indexer_tail(const Dims& dm, const std::vector<std::uint16_t>& y,
+                                  std::vector<std::uint16_t>& h, std::uint8_t* out_row) {
+  float v[32][kLaneChannels];
+  for (int lane = 0; lane < 32; ++lane)
+    for (int q = 0; q < kLaneChannels; ++q)
+      v[lane][q] = bf16_value(y[static_cast<std::size_t>(lane * kLaneChannels + q)]);
+  hadamard_warp(v);
+  h.resize(static_cast<std::size_t>(dm.width));
+  for (int lane = 0; lane < 32; ++lane)
+    for (int q = 0; q < kLaneChannels; ++q)
+      h[static_cast<std::size_t>(lane * kLaneChannels + q)] = hadamard_bf16(v[lane][q]);
+  constexpr int kLanesPerBlock = kQ4Block / kLaneChannels;  // 8
+  for (int b = 0; b < dm.scales(); ++b) {
+    float amax = 0.0f;
+    for (int i = b * kQ4Block; i < (b + 1) * kQ4Block; ++i)
+      amax = max_f(amax, std::fabs(bf16_value(h[static_cast<std::size_t>(i)])));
+    const int k = q4_scale_exponent(amax);
+    for (int lane = b * kLanesPerBlock; lane < (b + 1) * kLanesPerBlock; ++lane) {
+      std::uint8_t c[kLaneChannels];
+      for (int q = 0; q < kLaneChannels; ++q)
+        c[q] = q4_code(bf16_value(h[static_cast<std::size_t>(lane * kLaneChannels + q)]), k);
+      const std::uint16_t bits = q4_lane_bits(c);
+      out_row[2 * lane] = static_cast<std::uint8_t>(bits & 0xFF);
+      out_row[2 * lane + 1] = static_cast<std::uint8_t>(bits >> 8);
+    }
+    out_row[dm.scale_offset() + b] = static_cast<std::uint8_t>(k + 127);
+  }
+}
+
+// One entry through pool, norm, rope and the kind's tail, cluster CTA by CTA, warp by warp, lane
+// by lane. `rows_of(s)` gives the state/token row of slot s (negative: absent). Writes the cache
+// row and the requested debug outputs.
 template <class RowOf>
 void executor_entry(const Dims& dm, const SlotSource& src, RowOf rows_of, const float* norm_w,
-                    float eps, const RopeRow& rope, std::uint8_t* out_row,
-                    std::uint16_t* dbg_pooled, std::uint16_t* dbg_normed) {
+                    float eps, const RopeRow& rope, std::uint8_t* out_row, const EntryDebug& dbg) {
   const int S = dm.slots(), spw = dm.slots_per_warp(), Q = dm.ctas();
   const float ninf = -std::numeric_limits<float>::infinity();
   std::vector<std::uint16_t> p(static_cast<std::size_t>(dm.width));
@@ -242,31 +417,26 @@ void executor_entry(const Dims& dm, const SlotSource& src, RowOf rows_of, const 
   for (int i = 0; i < dm.width; ++i)
     y[static_cast<std::size_t>(i)] =
         norm_bf16(bf16_value(p[static_cast<std::size_t>(i)]), rho, norm_w[i]);
-  if (dbg_normed != nullptr)
-    for (int i = 0; i < dm.width; ++i) dbg_normed[i] = y[static_cast<std::size_t>(i)];
+  const auto store = [&](std::uint16_t* out, const std::vector<std::uint16_t>& v) {
+    if (out != nullptr)
+      for (int i = 0; i < dm.width; ++i) out[i] = v[static_cast<std::size_t>(i)];
+  };
+  store(dbg.pooled, p);
+  store(dbg.normed, y);
   for (int jp = 0; jp < kRope / 2; ++jp) {
     const int i = dm.nope() + 2 * jp;
     rope_pair(bf16_value(y[static_cast<std::size_t>(i)]),
               bf16_value(y[static_cast<std::size_t>(i + 1)]), rope.cos[jp], rope.sin[jp],
               y[static_cast<std::size_t>(i)], y[static_cast<std::size_t>(i + 1)]);
   }
-  for (int b = 0; b < dm.scales(); ++b) {
-    float amax = 0.0f;
-    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
-      amax = max_f(amax, std::fabs(bf16_value(y[static_cast<std::size_t>(i)])));
-    const int k = q8_scale_exponent(amax);
-    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
-      out_row[i] = q8_code(bf16_value(y[static_cast<std::size_t>(i)]), k);
-    out_row[dm.scale_offset() + b] = static_cast<std::uint8_t>(k + 127);
+  if (!dm.indexer()) {
+    executor_main_tail(dm, y, out_row);
+    return;
   }
-  for (int i = 0; i < kRope; ++i) {
-    const std::uint16_t h = y[static_cast<std::size_t>(dm.nope() + i)];
-    out_row[dm.rope_offset() + 2 * i] = static_cast<std::uint8_t>(h & 0xFF);
-    out_row[dm.rope_offset() + 2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
-  }
-  for (int b = dm.scale_offset() + dm.scales(); b < dm.row_bytes(); ++b) out_row[b] = 0;
-  if (dbg_pooled != nullptr)
-    for (int i = 0; i < dm.width; ++i) dbg_pooled[i] = p[static_cast<std::size_t>(i)];
+  store(dbg.roped, y);
+  std::vector<std::uint16_t> h;
+  executor_indexer_tail(dm, y, h, out_row);
+  store(dbg.hadamard, h);
 }
 
 // Prefill of T tokens from position 0: a, g [T, c·w] fp32, ape [m, c·w] fp32; cache rows
@@ -295,18 +465,16 @@ inline std::vector<float> executor_logits(const PrefillProblem& p) {
   return l;
 }
 
+// Debug outputs (optional) are [T/m, w] each.
 inline void executor_prefill(const PrefillProblem& p, std::uint8_t* cache,
-                             std::uint16_t* dbg_pooled = nullptr,
-                             std::uint16_t* dbg_normed = nullptr) {
+                             const EntryDebug& dbg = {}) {
   const Dims& dm = p.dm;
   const std::vector<float> l = executor_logits(p);
   const SlotSource src{p.a, l.data(), dm.cw()};
   for (std::int64_t j = 0; j < p.tokens / dm.ratio; ++j)
     executor_entry(
         dm, src, [&](int s) { return prefill_row(dm, j, s); }, p.norm_w, p.eps,
-        RopeRow{p.cos + j * 32, p.sin + j * 32}, cache + j * dm.row_bytes(),
-        dbg_pooled != nullptr ? dbg_pooled + j * dm.width : nullptr,
-        dbg_normed != nullptr ? dbg_normed + j * dm.width : nullptr);
+        RopeRow{p.cos + j * 32, p.sin + j * 32}, cache + j * dm.row_bytes(), dbg.at(j, dm.width));
 }
 
 // §11.2 decode state of one request: kv and score [state_rows, c·w] fp32; initial 0 / −∞.
@@ -344,8 +512,7 @@ inline DecodeState executor_prefill_state(const PrefillProblem& p) {
 inline bool executor_decode_step(const Dims& dm, DecodeState& st, std::int64_t t, const float* a_t,
                                  const float* g_t, const float* ape, const float* norm_w, float eps,
                                  const RopeRow& rope, std::uint8_t* out_row,
-                                 std::uint16_t* dbg_pooled = nullptr,
-                                 std::uint16_t* dbg_normed = nullptr) {
+                                 const EntryDebug& dbg = {}) {
   const int cw = dm.cw(), m = dm.ratio;
   const int r = static_cast<int>(t % m), row = (dm.csa() ? 4 : 0) + r;
   for (int c = 0; c < cw; ++c) {
@@ -355,8 +522,7 @@ inline bool executor_decode_step(const Dims& dm, DecodeState& st, std::int64_t t
   if ((t + 1) % m != 0) return false;
   const SlotSource src{st.kv.data(), st.score.data(), cw};
   executor_entry(
-      dm, src, [](int s) { return static_cast<std::int64_t>(s); }, norm_w, eps, rope, out_row,
-      dbg_pooled, dbg_normed);
+      dm, src, [](int s) { return static_cast<std::int64_t>(s); }, norm_w, eps, rope, out_row, dbg);
   if (dm.csa())
     for (int c = 0; c < 4 * cw; ++c) {
       st.kv[static_cast<std::size_t>(c)] = st.kv[static_cast<std::size_t>(4 * cw + c)];
