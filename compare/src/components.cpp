@@ -197,6 +197,21 @@ ComponentSpec rms_norm_spec() {
   return s;
 }
 
+// Positions of a rotation case (rope, derotate): a prefill chunk p0 .. p0 + T − 1, or, for
+// format_extremes, the last valid position first and the rest uniform over the valid range.
+std::vector<std::int64_t> rotation_positions(const Case& c, const ModelConfig& cfg) {
+  const std::int64_t T = c.dim("T");
+  std::vector<std::int64_t> pos = ref::position_range(c.dim("p0"), T);
+  if (c.kind != InputKind::kFormatExtremes) return pos;
+  Rng rng = rng_for(c, "positions", T, 1);
+  for (std::int64_t t = 0; t < T; ++t)
+    pos[static_cast<std::size_t>(t)] =
+        t == 0 ? cfg.max_position_embeddings - 1
+               : static_cast<std::int64_t>(
+                     rng.below(static_cast<std::uint64_t>(cfg.max_position_embeddings)));
+  return pos;
+}
+
 ComponentSpec rope_spec() {
   ComponentSpec s;
   s.name = "rope";
@@ -205,19 +220,10 @@ ComponentSpec rope_spec() {
   s.outputs = {"out"};
   s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
   s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
-    const std::int64_t T = c.dim("T"), H = c.dim("H"), Dh = c.dim("Dh"), p0 = c.dim("p0");
-    std::vector<std::int64_t> pos = ref::position_range(p0, T);
-    if (c.kind == InputKind::kFormatExtremes) {  // positions spread up to the last valid one
-      Rng rng = rng_for(c, "positions", T, 1);
-      for (std::int64_t t = 0; t < T; ++t)
-        pos[static_cast<std::size_t>(t)] =
-            t == 0 ? cfg.max_position_embeddings - 1
-                   : static_cast<std::int64_t>(
-                         rng.below(static_cast<std::uint64_t>(cfg.max_position_embeddings)));
-    }
+    const std::int64_t T = c.dim("T"), H = c.dim("H"), Dh = c.dim("Dh");
     TensorSet in;
     in.put("x", bf16_normal(c, "x", T, H * Dh), "bf16");
-    in.put("positions", positions_mat(pos), "i64");
+    in.put("positions", positions_mat(rotation_positions(c, cfg)), "i64");
     return in;
   };
   s.reference = [](const ComponentCall& k) {
@@ -525,19 +531,9 @@ ComponentSpec derotate_spec() {
   s.outputs = {"out"};
   s.kinds = {InputKind::kRandom, InputKind::kFormatExtremes};
   s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
-    const std::int64_t T = c.dim("T");
-    std::vector<std::int64_t> pos = ref::position_range(c.dim("p0"), T);
-    if (c.kind == InputKind::kFormatExtremes) {  // positions spread up to the last valid one
-      Rng rng = rng_for(c, "positions", T, 1);
-      for (std::int64_t t = 0; t < T; ++t)
-        pos[static_cast<std::size_t>(t)] =
-            t == 0 ? cfg.max_position_embeddings - 1
-                   : static_cast<std::int64_t>(
-                         rng.below(static_cast<std::uint64_t>(cfg.max_position_embeddings)));
-    }
     TensorSet in;
-    in.put("o", bf16_normal(c, "o", T, cfg.n_heads * cfg.head_dim), "bf16");
-    in.put("positions", positions_mat(pos), "i64");
+    in.put("o", bf16_normal(c, "o", c.dim("T"), cfg.n_heads * cfg.head_dim), "bf16");
+    in.put("positions", positions_mat(rotation_positions(c, cfg)), "i64");
     return in;
   };
   s.reference = [](const ComponentCall& k) {

@@ -1144,6 +1144,17 @@ TensorSet out1(const std::string& name, const F32Mat& m) {
   return o;
 }
 
+// The router outputs of a case: scores [T, E], routed_idx [T, k], route_weights [T, k].
+TensorSet routing_outputs(const F32Routing& r, std::int64_t k) {
+  ref::Mat idx(r.weights.rows, k);
+  for (std::int64_t i = 0; i < idx.size(); ++i) idx.data()[i] = static_cast<double>(r.idx[sz(i)]);
+  TensorSet o;
+  o.put("scores", to_f64(r.scores), "f32");
+  o.put("routed_idx", std::move(idx), "index");
+  o.put("route_weights", to_f64(r.weights), "f32");
+  return o;
+}
+
 using Adapter = std::function<TensorSet(const Fp32Components&, const ComponentCall&)>;
 
 const std::map<std::string, Adapter, std::less<>>& adapters() {
@@ -1316,15 +1327,7 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
          a.bias = bias;
          a.k = k.c.dim("k");
          a.route_scale = static_cast<float>(k.cfg.route_scale);
-         const F32Routing r = c.route(in_f32(k.inputs, "z"), a);
-         ref::Mat idx(r.weights.rows, a.k);
-         for (std::int64_t i = 0; i < idx.size(); ++i)
-           idx.data()[i] = static_cast<double>(r.idx[sz(i)]);
-         TensorSet o;
-         o.put("scores", to_f64(r.scores), "f32");
-         o.put("routed_idx", std::move(idx), "index");
-         o.put("route_weights", to_f64(r.weights), "f32");
-         return o;
+         return routing_outputs(c.route(in_f32(k.inputs, "z"), a), a.k);
        }},
       {"hash_router",
        [](const Fp32Components& c, const ComponentCall& k) {
@@ -1341,15 +1344,7 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
          a.tokens = tokens;
          a.k = k.c.dim("k");
          a.route_scale = static_cast<float>(k.cfg.route_scale);
-         const F32Routing r = c.route(in_f32(k.inputs, "z"), a);
-         ref::Mat idx(r.weights.rows, a.k);
-         for (std::int64_t i = 0; i < idx.size(); ++i)
-           idx.data()[i] = static_cast<double>(r.idx[sz(i)]);
-         TensorSet o;
-         o.put("scores", to_f64(r.scores), "f32");
-         o.put("routed_idx", std::move(idx), "index");
-         o.put("route_weights", to_f64(r.weights), "f32");
-         return o;
+         return routing_outputs(c.route(in_f32(k.inputs, "z"), a), a.k);
        }},
       {"expert",
        [](const Fp32Components& c, const ComponentCall& k) {
