@@ -33,6 +33,7 @@ using ref::Mat;
 using ref::Model;
 using ref::ModelOptions;
 using ref::Trace;
+using ref::WeightCache;
 
 struct Common {
   std::filesystem::path checkpoint;
@@ -44,6 +45,7 @@ struct Common {
   std::filesystem::path trace_path;
   std::vector<std::string> trace_filter;
   bool keep_weights = false;
+  double weight_cache_gib = 0;
   bool quiet = false;
 };
 
@@ -60,7 +62,24 @@ void add_common(CLI::App* cmd, Common& c) {
   cmd->add_option("--trace-filter", c.trace_filter, "keep only trace points matching these patterns ('*', '?')");
   cmd->add_flag("--keep-weights", c.keep_weights,
                 "keep every layer's dequantised weights in memory (tiny checkpoints; default: one layer at a time)");
+  cmd->add_option("--weight-cache", c.weight_cache_gib,
+                  "keep recently used dequantised layers and experts, up to this many GiB in double "
+                  "(real-size checkpoints; decode steps reuse them; results unchanged)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--quiet", c.quiet, "no progress lines on stderr");
+}
+
+// One line on what the weight cache did (nothing without --weight-cache).
+void print_weight_cache(const Model& m) {
+  const std::shared_ptr<const WeightCache> cache = m.weight_cache();
+  if (!cache) return;
+  const WeightCache::Stats s = cache->stats();
+  std::printf("weight cache: %lld hits, %lld loads, %lld evictions, %lld too large; holds %lld entries, "
+              "%.2f of %.2f GiB\n",
+              static_cast<long long>(s.hits), static_cast<long long>(s.misses),
+              static_cast<long long>(s.evictions), static_cast<long long>(s.not_kept),
+              static_cast<long long>(s.entries), static_cast<double>(s.bytes) / (1ull << 30),
+              static_cast<double>(cache->budget_bytes()) / (1ull << 30));
 }
 
 std::vector<std::int64_t> read_tokens(const Common& c, std::int64_t vocab) {
@@ -120,7 +139,10 @@ Model open_model(Common& c) {
   const ModelConfig cfg = resolve_config(c.config, c.checkpoint);
   ModelOptions o;
   o.policy = PrecisionPolicy::of(parse_precision_mode(c.precision));
+  if (c.keep_weights && c.weight_cache_gib > 0)
+    throw ConfigError("--keep-weights keeps every layer already; --weight-cache is for a bounded cache, give one of them");
   o.keep_weights = c.keep_weights;
+  o.weight_cache_bytes = static_cast<std::int64_t>(c.weight_cache_gib * static_cast<double>(1ull << 30));
   o.progress = progress_printer(c.quiet);
   return Model::open(c.checkpoint, cfg, o);
 }
@@ -268,6 +290,7 @@ void register_forward(CLI::App& app) {
       std::printf("\n");
     }
     if (total > 0) print_top(out, total - 1, "logits at the last position");
+    print_weight_cache(m);
     if (dopt->check) {
       const Mat all = m.forward(ids).logits;
       const Eigen::Index rows = std::min<Eigen::Index>(out.rows(), all.rows() - dopt->prefill);

@@ -64,7 +64,7 @@ const Mat& LayerTrace::at(const std::string& key) const {
 }
 
 LayerWeights load_layer(const Checkpoint& ckpt, const ModelConfig& cfg, std::int64_t layer_index,
-                        ExpertLoading loading) {
+                        ExpertLoading loading, std::shared_ptr<WeightCache> expert_cache) {
   LayerWeights w;
   w.layer = layer_config(cfg, layer_index);
   w.attn = load_attention_weights(ckpt, cfg, w.layer);
@@ -75,8 +75,38 @@ LayerWeights load_layer(const Checkpoint& ckpt, const ModelConfig& cfg, std::int
   w.hc_ffn = load_hc_params(ckpt, cfg, w.layer.prefix, "ffn");
   w.attn_norm = load_vector(ckpt, w.layer.prefix + "attn_norm.weight", cfg.dim);
   w.ffn_norm = load_vector(ckpt, w.layer.prefix + "ffn_norm.weight", cfg.dim);
-  w.moe = load_moe(ckpt, cfg, layer_index, loading);
+  w.moe = load_moe(ckpt, cfg, layer_index, loading, std::move(expert_cache));
   return w;
+}
+
+std::int64_t resident_bytes(const LayerWeights& w) {
+  std::int64_t n = 0;  // doubles
+  const auto lin = [&](const LinearWeight& l) { n += l.w.size(); };
+  const auto cmp = [&](const CompressorWeights& c) {
+    lin(c.wkv);
+    lin(c.wgate);
+    n += c.ape.size() + c.norm.size();
+  };
+  const auto hc = [&](const HcParams& p) { n += p.fn.size() + p.base.size() + p.scale.size(); };
+  const AttentionWeights& a = w.attn;
+  for (const LinearWeight* l : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b}) lin(*l);
+  n += a.q_norm.size() + a.kv_norm.size() + a.attn_sink.size();
+  if (w.compressor) cmp(*w.compressor);
+  if (w.indexer) {
+    lin(w.indexer->wq_b);
+    lin(w.indexer->weights_proj);
+    cmp(w.indexer->compressor);
+  }
+  hc(w.hc_attn);
+  hc(w.hc_ffn);
+  n += w.attn_norm.size() + w.ffn_norm.size();
+  const MoeWeights& m = w.moe;
+  lin(m.gate);
+  n += m.bias.size() + m.tid2eid.size();  // int64 entries: 8 bytes each, as a double
+  std::int64_t bytes = static_cast<std::int64_t>(sizeof(double)) * n + resident_bytes(m.shared);
+  if (!m.experts.on_demand())
+    for (std::int64_t e = 0; e < m.experts.size(); ++e) bytes += resident_bytes(*m.experts.get(e));
+  return bytes;
 }
 
 Mat attention_sublayer_prefill(const Mat& x, const LayerWeights& w, const ModelConfig& cfg,

@@ -310,6 +310,7 @@ struct Model::Impl {
   mutable std::vector<std::shared_ptr<const LayerWeights>> layers;  // keep_weights only
   mutable std::vector<std::shared_ptr<const MtpParams>> mtp;        // keep_weights only
   mutable std::optional<Mat> head;                                  // keep_weights only
+  std::shared_ptr<WeightCache> cache;  // weight_cache_bytes > 0 and not keep_weights
 
   std::shared_ptr<const MtpParams> mtp_params(std::int64_t k) const {
     if (k < 0 || k >= cfg.n_mtp_layers)
@@ -352,6 +353,11 @@ Model Model::open(const Checkpoint& ckpt, const ModelConfig& cfg, ModelOptions o
   impl->ckpt = ckpt;
   impl->cfg = cfg;
   impl->opts = std::move(options);
+  if (impl->opts.weight_cache_bytes < 0)
+    throw ConfigError("Model: weight_cache_bytes must be >= 0, got " +
+                      std::to_string(impl->opts.weight_cache_bytes));
+  if (impl->opts.weight_cache_bytes > 0 && !impl->opts.keep_weights)
+    impl->cache = std::make_shared<WeightCache>(impl->opts.weight_cache_bytes);
   impl->embed_w = ckpt.tensor("embed.weight");
   impl->embed_w.require_dtype(DType::kBF16);
   impl->embed_w.require_shape({cfg.vocab_size, cfg.dim});
@@ -370,6 +376,7 @@ Model Model::open(const Checkpoint& ckpt, const ModelConfig& cfg, ModelOptions o
 const ModelConfig& Model::config() const { return impl_->cfg; }
 const ModelOptions& Model::options() const { return impl_->opts; }
 const Checkpoint& Model::checkpoint() const { return impl_->ckpt; }
+std::shared_ptr<const WeightCache> Model::weight_cache() const { return impl_->cache; }
 
 std::shared_ptr<const LayerWeights> Model::layer_weights(std::int64_t layer_index) const {
   const ModelConfig& cfg = impl_->cfg;
@@ -377,6 +384,14 @@ std::shared_ptr<const LayerWeights> Model::layer_weights(std::int64_t layer_inde
     throw ConfigError("layer " + std::to_string(layer_index) + " out of range: config " + cfg.name + " has " +
                       std::to_string(cfg.n_layers) + " layers + " + std::to_string(cfg.n_mtp_layers) +
                       " MTP block(s)");
+  if (const std::shared_ptr<WeightCache>& cache = impl_->cache) {
+    // The layer without its routed experts under "layer:<i>"; the experts go through the same
+    // cache one by one (their own keys), so a step reuses both.
+    return cache->get_or_load<LayerWeights>(
+        "layer:" + std::to_string(layer_index),
+        [&] { return load_layer(impl_->ckpt, cfg, layer_index, ExpertLoading::kOnDemand, cache); },
+        [](const LayerWeights& w) { return resident_bytes(w); });
+  }
   const bool keep = impl_->opts.keep_weights;
   std::lock_guard lock(impl_->mu);
   auto& slot = impl_->layers[static_cast<std::size_t>(layer_index)];

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <utility>
 
 #include "v4ref/ref/dequant.hpp"
@@ -36,8 +37,9 @@ ExpertWeights load_expert(const Checkpoint& ckpt, const std::string& prefix, std
 
 RoutedExperts RoutedExperts::on_demand(const Checkpoint& ckpt, const std::string& prefix,
                                        std::int64_t n_experts, std::int64_t dim,
-                                       std::int64_t inter_dim) {
+                                       std::int64_t inter_dim, std::shared_ptr<WeightCache> cache) {
   RoutedExperts r;
+  r.weight_cache_ = std::move(cache);
   r.ckpt_ = ckpt;
   r.have_ckpt_ = true;
   r.prefix_ = prefix;
@@ -70,14 +72,24 @@ std::shared_ptr<const ExpertWeights> RoutedExperts::get(std::int64_t e) const {
                      std::to_string(n_experts_) + ")");
   if (!cache_.empty()) return cache_[static_cast<std::size_t>(e)];
   V4REF_ASSERT(have_ckpt_);
-  auto ew = std::make_shared<const ExpertWeights>(
-      load_expert(ckpt_, prefix_ + std::to_string(e) + ".", dim_, inter_dim_));
-  loads_->fetch_add(1);
-  return ew;
+  const std::string prefix = prefix_ + std::to_string(e) + ".";
+  const std::function<ExpertWeights()> load = [&] {
+    loads_->fetch_add(1);
+    return load_expert(ckpt_, prefix, dim_, inter_dim_);
+  };
+  if (const std::shared_ptr<WeightCache> cache = weight_cache_.lock())
+    return cache->get_or_load<ExpertWeights>(
+        prefix, load, [](const ExpertWeights& ew) { return resident_bytes(ew); });
+  return std::make_shared<const ExpertWeights>(load());
+}
+
+std::int64_t resident_bytes(const ExpertWeights& ew) {
+  return static_cast<std::int64_t>(sizeof(double)) *
+         static_cast<std::int64_t>(ew.w1.w.size() + ew.w2.w.size() + ew.w3.w.size());
 }
 
 MoeWeights load_moe(const Checkpoint& ckpt, const ModelConfig& cfg, std::int64_t layer,
-                    ExpertLoading loading) {
+                    ExpertLoading loading, std::shared_ptr<WeightCache> expert_cache) {
   const LayerConfig lc = layer_config(cfg, layer);
   MoeWeights w;
   w.prefix = lc.prefix + "ffn.";
@@ -113,7 +125,8 @@ MoeWeights load_moe(const Checkpoint& ckpt, const ModelConfig& cfg, std::int64_t
   const std::string ep = w.prefix + "experts.";
   w.experts = loading == ExpertLoading::kCacheAll
                   ? RoutedExperts::cached(ckpt, ep, w.n_experts, w.dim, w.inter_dim)
-                  : RoutedExperts::on_demand(ckpt, ep, w.n_experts, w.dim, w.inter_dim);
+                  : RoutedExperts::on_demand(ckpt, ep, w.n_experts, w.dim, w.inter_dim,
+                                             std::move(expert_cache));
   w.shared = load_expert(ckpt, w.prefix + "shared_experts.", w.dim, w.inter_dim);
   return w;
 }

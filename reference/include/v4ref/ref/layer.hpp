@@ -47,6 +47,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -96,8 +97,14 @@ void trace_hc_mix(LayerTrace* trace, const std::string& which, const std::vector
 // n_layers + k for MTP block k). Routed experts are loaded as `loading` says (kOnDemand keeps
 // one dequantised expert at a time). ConfigError for an index out of range; the component
 // loaders' errors otherwise.
+// `expert_cache` (optional, kOnDemand only): the routed experts go through it (weight_cache.hpp).
 LayerWeights load_layer(const Checkpoint& ckpt, const ModelConfig& cfg, std::int64_t layer_index,
-                        ExpertLoading loading = ExpertLoading::kOnDemand);
+                        ExpertLoading loading = ExpertLoading::kOnDemand,
+                        std::shared_ptr<WeightCache> expert_cache = nullptr);
+
+// Bytes the layer's dequantised weights hold in double, routed experts excluded when they are
+// loaded on demand (they are accounted one by one).
+std::int64_t resident_bytes(const LayerWeights& w);
 
 // The attention sub-block of §8.0, prefill form from position 0. x [T, d] is the attn_norm
 // output; returns [T, d]. ConfigError if `layer` disagrees with w.layer (index or kind) or the

@@ -21,6 +21,10 @@
 // (default) one layer's dequantised weights are resident at a time and routed experts are
 // dequantised one at a time as the MoE reaches them; the embedding is read row by row and the
 // head block by block. keep_weights = true caches every layer (tiny checkpoints: decode speed).
+// weight_cache_bytes > 0 (real-size checkpoints, decode): a bounded LRU (weight_cache.hpp) holds
+// recently used layers (without routed experts) and routed experts up to that many bytes in
+// double, so a decode step reuses what the previous steps dequantised; results are bitwise the
+// same with and without it.
 //
 // Instrumented counting (cost_model.hpp §7): the decode path charges a CostCounter with the
 // multiply-adds of every matmul it performs, from the operand shapes of that call, and
@@ -44,6 +48,7 @@
 #include "v4ref/ref/linear.hpp"
 #include "v4ref/ref/safetensors.hpp"
 #include "v4ref/ref/trace.hpp"
+#include "v4ref/ref/weight_cache.hpp"
 
 namespace v4ref::ref {
 
@@ -53,6 +58,7 @@ using ProgressFn = std::function<void(std::string_view stage, std::int64_t done,
 struct ModelOptions {
   PrecisionPolicy policy = PrecisionPolicy::exact();
   bool keep_weights = false;       // cache every layer's dequantised weights (tiny checkpoints)
+  std::int64_t weight_cache_bytes = 0;  // LRU budget for dequantised layers and experts; 0: none
   bool check_layout = true;        // check names, dtypes and shapes against the config on open
   ProgressFn progress;             // optional
 };
@@ -105,6 +111,8 @@ class Model {
   const ModelOptions& options() const;
   const Checkpoint& checkpoint() const;
   const PrecisionPolicy& policy() const { return options().policy; }
+  // The LRU of ModelOptions::weight_cache_bytes (null when there is none).
+  std::shared_ptr<const WeightCache> weight_cache() const;
 
   // Token ids must be non-empty, each in [0, vocab) and the sequence no longer than
   // max_position_embeddings (ShapeError naming the position and value otherwise).

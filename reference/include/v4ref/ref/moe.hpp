@@ -33,6 +33,7 @@
 #include "v4ref/ref/core/precision_policy.hpp"
 #include "v4ref/ref/linear.hpp"
 #include "v4ref/ref/safetensors.hpp"
+#include "v4ref/ref/weight_cache.hpp"
 
 namespace v4ref::ref {
 
@@ -54,9 +55,12 @@ ExpertWeights load_expert(const Checkpoint& ckpt, const std::string& prefix, std
 class RoutedExperts {
  public:
   RoutedExperts() = default;
-  // Lazy: get(e) loads "<prefix><e>.w{1,2,3}" on every call; nothing is kept.
+  // Lazy: get(e) loads "<prefix><e>.w{1,2,3}" on every call; nothing is kept — unless a
+  // WeightCache is given, which then holds recently used experts (key "<prefix><e>.") within
+  // its budget.
   static RoutedExperts on_demand(const Checkpoint& ckpt, const std::string& prefix,
-                                 std::int64_t n_experts, std::int64_t dim, std::int64_t inter_dim);
+                                 std::int64_t n_experts, std::int64_t dim, std::int64_t inter_dim,
+                                 std::shared_ptr<WeightCache> cache = nullptr);
   // Eager: loads all n_experts now (tiny configs).
   static RoutedExperts cached(const Checkpoint& ckpt, const std::string& prefix,
                               std::int64_t n_experts, std::int64_t dim, std::int64_t inter_dim);
@@ -66,7 +70,8 @@ class RoutedExperts {
   bool on_demand() const { return cache_.empty() && n_experts_ > 0; }
   // Expert e (ShapeError naming the range if e is outside [0, size())).
   std::shared_ptr<const ExpertWeights> get(std::int64_t e) const;
-  // How many experts get() has dequantised from the checkpoint so far (cached: n_experts).
+  // How many experts get() has dequantised from the checkpoint so far (cached: n_experts;
+  // with a WeightCache: the misses of this layer's experts).
   std::int64_t loads() const { return loads_ ? loads_->load() : 0; }
 
  private:
@@ -75,10 +80,14 @@ class RoutedExperts {
   std::string prefix_;
   std::int64_t n_experts_ = 0, dim_ = 0, inter_dim_ = 0;
   std::vector<std::shared_ptr<const ExpertWeights>> cache_;
+  std::weak_ptr<WeightCache> weight_cache_;  // weak: the cache may hold the layer that holds this
   std::shared_ptr<std::atomic<std::int64_t>> loads_ = std::make_shared<std::atomic<std::int64_t>>(0);
 };
 
 enum class ExpertLoading { kOnDemand, kCacheAll };
+
+// Bytes an expert's dequantised matrices hold (w1, w2, w3 in double).
+std::int64_t resident_bytes(const ExpertWeights& ew);
 
 struct MoeWeights {
   std::string prefix;               // "layers.{i}.ffn." / "mtp.{k}.ffn."
@@ -98,9 +107,11 @@ struct MoeWeights {
 };
 
 // The MoE of layer `layer` of `cfg` (hash-routed or biased from layer_config). tid2eid values
-// outside [0, E) are a NumericError naming the tensor and coordinates.
+// outside [0, E) are a NumericError naming the tensor and coordinates. `expert_cache` (optional,
+// kOnDemand only) keeps recently used routed experts across calls.
 MoeWeights load_moe(const Checkpoint& ckpt, const ModelConfig& cfg, std::int64_t layer,
-                    ExpertLoading loading = ExpertLoading::kOnDemand);
+                    ExpertLoading loading = ExpertLoading::kOnDemand,
+                    std::shared_ptr<WeightCache> expert_cache = nullptr);
 
 // softplus as PyTorch computes it (threshold 20): z for z > 20, else log1p(exp(z)).
 double softplus_torch(double z);
