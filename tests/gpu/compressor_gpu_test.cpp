@@ -14,13 +14,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <ostream>
 #include <string>
 #include <vector>
 
+#include "../common/compressor_inputs.hpp"
 #include "../common/gpu_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
@@ -28,88 +26,16 @@
 #include "v4ref/ref/compressor.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
-#include "v4ref/ref/core/rng.hpp"
-#include "v4ref/ref/rope.hpp"
 #include "v4ref/ref/safetensors.hpp"
 
 namespace v4ref {
 namespace {
 
 namespace cmp = cuda::cmp;
-
-std::uint64_t global_seed() {
-  const char* v = std::getenv("V4REF_SEED");
-  return v == nullptr || *v == '\0' ? 0 : std::strtoull(v, nullptr, 0);
-}
-
-struct Inputs {
-  std::string name;
-  cmp::Dims dm;
-  std::int64_t tokens = 0;
-  std::vector<float> a, g, ape, norm_w, cos, sin;
-  float eps = 1e-6f;
-  cmp::PrefillProblem problem() const {
-    cmp::PrefillProblem p;
-    p.dm = dm;
-    p.tokens = tokens;
-    p.a = a.data();
-    p.g = g.data();
-    p.ape = ape.data();
-    p.norm_w = norm_w.data();
-    p.eps = eps;
-    p.cos = cos.data();
-    p.sin = sin.data();
-    return p;
-  }
-};
-
-std::vector<float> normal_f32(std::size_t n, std::uint64_t seed, double mean, double sd) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(mean + sd * rng.normal());
-  return v;
-}
-
-// As in the executor test (same seeds, same data).
-Inputs synthetic_dims(const std::string& name, const cmp::Dims& dm, std::int64_t tokens,
-                      double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
-                      std::int64_t table_entries = 0) {
-  const std::uint64_t gs = global_seed();
-  const int ratio = dm.ratio, width = dm.width;
-  const std::string shape =
-      std::to_string(tokens) + "x" + std::to_string(width) + "m" + std::to_string(ratio);
-  Inputs in;
-  in.name = name;
-  in.dm = dm;
-  in.tokens = tokens;
-  const auto n = static_cast<std::size_t>(tokens * in.dm.cw());
-  in.a = normal_f32(n, derive_seed(name, "a", shape, gs), 0.0, a_sd);
-  in.g = normal_f32(n, derive_seed(name, "g", shape, gs), 0.0, g_sd);
-  in.ape = normal_f32(static_cast<std::size_t>(ratio * in.dm.cw()),
-                      derive_seed(name, "ape", shape, gs), 0.0, ape_sd);
-  in.norm_w =
-      normal_f32(static_cast<std::size_t>(width), derive_seed(name, "norm", shape, gs), 1.0, 0.1);
-  for (float& w : in.norm_w) w = static_cast<float>(fmt::round_bf16(w));
-  const ref::RopeTable rope = ref::make_rope_table(160000.0, true, YarnConfig{}, 64);
-  std::vector<float> om(rope.omega_fp32.begin(), rope.omega_fp32.end());
-  cmp::rope_table(om.data(), std::max<std::int64_t>({1, tokens / ratio, table_entries}), ratio,
-                  in.cos, in.sin);
-  return in;
-}
-
-Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::int64_t tokens,
-                 double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5,
-                 std::int64_t table_entries = 0) {
-  return synthetic_dims(name, cmp::make_dims(ratio, width), tokens, a_sd, g_sd, ape_sd,
-                        table_entries);
-}
-
-// The indexer compressor (m = 4, w = 128).
-Inputs synthetic_indexer(const std::string& name, std::int64_t tokens, double a_sd = 1.0,
-                         double g_sd = 1.0, double ape_sd = 0.5, std::int64_t table_entries = 0) {
-  return synthetic_dims(name, cmp::make_dims(4, 128, cmp::Kind::kIndexer), tokens, a_sd, g_sd,
-                        ape_sd, table_entries);
-}
+using test::synthetic_compressor_inputs;
+using test::synthetic_indexer_inputs;
+using Case = test::CompressorCase;
+using Inputs = test::CompressorInputs;
 
 struct Exec {
   std::vector<std::uint8_t> cache;
@@ -153,19 +79,13 @@ void expect_prefill_bitwise(const Inputs& in, bool with_state) {
       << in.name << ": hand-off state score";
 }
 
-struct Case {
-  std::string name;
-  int ratio;
-  std::int64_t width, tokens;
-};
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
 class CompressorGpuDiff : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CompressorGpuDiff, PrefillBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
   const Case& c = GetParam();
-  expect_prefill_bitwise(synthetic("compressor/" + c.name, c.ratio, c.width, c.tokens), true);
+  expect_prefill_bitwise(
+      synthetic_compressor_inputs("compressor/" + c.name, c.ratio, c.width, c.tokens), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -177,10 +97,11 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(CompressorGpu, AdversarialBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
-  for (const Inputs& in : {synthetic("compressor/adv_spiky_c4", 4, 512, 33, 1.0, 20.0, 20.0),
-                           synthetic("compressor/adv_spiky_c128", 128, 128, 256, 1.0, 20.0, 20.0),
-                           synthetic("compressor/adv_huge", 4, 512, 21, 1e15),
-                           synthetic("compressor/adv_tiny", 4, 512, 21, 1e-15)}) {
+  for (const Inputs& in :
+       {synthetic_compressor_inputs("compressor/adv_spiky_c4", 4, 512, 33, 1.0, 20.0, 20.0),
+        synthetic_compressor_inputs("compressor/adv_spiky_c128", 128, 128, 256, 1.0, 20.0, 20.0),
+        synthetic_compressor_inputs("compressor/adv_huge", 4, 512, 21, 1e15),
+        synthetic_compressor_inputs("compressor/adv_tiny", 4, 512, 21, 1e-15)}) {
     const cuda::CompressorHostOut k = cuda::compressor_prefill_host(in.problem(), false);
     EXPECT_EQ(k.cache, executor(in).cache) << in.name;
   }
@@ -194,7 +115,8 @@ class CompressorGpuIndexerDiff : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CompressorGpuIndexerDiff, PrefillBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
-  expect_prefill_bitwise(synthetic_indexer("indexer/" + GetParam().name, GetParam().tokens), true);
+  expect_prefill_bitwise(synthetic_indexer_inputs("indexer/" + GetParam().name, GetParam().tokens),
+                         true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CompressorGpuIndexerDiff,
@@ -205,32 +127,23 @@ INSTANTIATE_TEST_SUITE_P(Cases, CompressorGpuIndexerDiff,
 // The executor test's adversarial indexer inputs (same names, seeds and modifications).
 TEST(CompressorGpu, IndexerAdversarialBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
-  std::vector<Inputs> cases = {synthetic_indexer("indexer/adv_spiky", 33, 1.0, 20.0, 20.0),
-                               synthetic_indexer("indexer/adv_huge", 21, 1e15),
-                               synthetic_indexer("indexer/adv_tiny", 21, 1e-15),
-                               synthetic_indexer("indexer/adv_boundaries", 4096)};
+  std::vector<Inputs> cases = {synthetic_indexer_inputs("indexer/adv_spiky", 33, 1.0, 20.0, 20.0),
+                               synthetic_indexer_inputs("indexer/adv_huge", 21, 1e15),
+                               synthetic_indexer_inputs("indexer/adv_tiny", 21, 1e-15),
+                               synthetic_indexer_inputs("indexer/adv_boundaries", 4096)};
   for (const auto& [name, shift] : {std::make_pair("indexer/adv_huge_keys", 100),
                                     std::make_pair("indexer/adv_tiny_keys", -120)}) {
-    Inputs in = synthetic_indexer(name, 25);
-    for (float& w : in.norm_w)
-      w = static_cast<float>(fmt::round_bf16(std::ldexp(static_cast<double>(w), shift)));
+    Inputs in = synthetic_indexer_inputs(name, 25);
+    test::scale_norm_weight(in, shift);
     cases.push_back(in);
   }
   {
-    Inputs in = synthetic_indexer("indexer/adv_mixed", 41);
-    Rng rng(derive_seed(in.name, "exponent", "", global_seed()));
-    std::vector<int> e(static_cast<std::size_t>(in.dm.width));
-    for (int& x : e) x = static_cast<int>(rng.below(81)) - 40;
-    const int cw = in.dm.cw();
-    for (std::int64_t t = 0; t < in.tokens; ++t)
-      for (int c = 0; c < cw; ++c) {
-        float& a = in.a[static_cast<std::size_t>(t * cw + c)];
-        a = std::ldexp(a, e[static_cast<std::size_t>(c % in.dm.width)]);
-      }
+    Inputs in = synthetic_indexer_inputs("indexer/adv_mixed", 41);
+    test::spread_channel_magnitudes(in);
     cases.push_back(in);
   }
   {
-    Inputs in = synthetic_indexer("indexer/adv_zero", 16);
+    Inputs in = synthetic_indexer_inputs("indexer/adv_zero", 16);
     std::fill(in.a.begin() + 4 * in.dm.cw(), in.a.begin() + 12 * in.dm.cw(), 0.0f);
     cases.push_back(in);
   }
@@ -241,37 +154,17 @@ TEST(CompressorGpu, IndexerAdversarialBitwiseEqualToExecutor) {
 // random inputs, as in the executor test: device = executor, prefill and hand-off state.
 TEST(CompressorGpu, IndexerTinyFlashCheckpoint) {
   V4REF_REQUIRE_DEVICE();
-  const char* src = std::getenv("V4REF_SOURCE_DIR");
-  const std::filesystem::path dir =
-      std::filesystem::path(src != nullptr && *src != '\0' ? src : V4REF_SOURCE_DIR) /
-      "golden/checkpoints/tiny-flash-s0";
-  const ModelConfig cfg = load_config(dir / "config.json");
-  const Checkpoint ckpt = Checkpoint::open(dir);
+  const auto [cfg, ckpt] = test::open_tiny_checkpoint("tiny-flash-s0");
   for (std::int64_t layer = 0; layer < cfg.n_layers; ++layer) {
     const LayerConfig lc = layer_config(cfg, layer);
     if (lc.kind != LayerKind::kCsa) continue;
     const ref::CompressorWeights cw =
         ref::load_layer_compressor(ckpt, cfg, layer, ref::CompressorKind::kIndexer);
     constexpr std::int64_t T = 97;
-    Rng rng(derive_seed("indexer/tiny-flash", "x", std::to_string(layer), global_seed()));
-    ref::Mat x(T, cfg.dim);
-    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = fmt::round_bf16(rng.normal());
-    const ref::Mat a = x * cw.wkv.w.transpose(), g = x * cw.wgate.w.transpose();
-    Inputs in;
-    in.name = "indexer/tiny-flash/" + cw.prefix;
-    in.dm = cmp::make_dims(4, cw.width, cmp::Kind::kIndexer);
-    in.tokens = T;
-    for (Eigen::Index i = 0; i < a.size(); ++i) {
-      in.a.push_back(static_cast<float>(a.data()[i]));
-      in.g.push_back(static_cast<float>(g.data()[i]));
-    }
-    for (Eigen::Index i = 0; i < cw.ape.size(); ++i)
-      in.ape.push_back(static_cast<float>(cw.ape.data()[i]));
-    for (int i = 0; i < cw.width; ++i) in.norm_w.push_back(static_cast<float>(cw.norm(i)));
-    in.eps = static_cast<float>(cfg.norm_eps);
-    const ref::RopeTable rope = ref::rope_table_for(cfg, lc);
-    std::vector<float> om(rope.omega_fp32.begin(), rope.omega_fp32.end());
-    cmp::rope_table(om.data(), T / 4, 4, in.cos, in.sin);
+    const ref::Mat x = test::checkpoint_tokens("indexer/tiny-flash", layer, T, cfg.dim);
+    const Inputs in = test::checkpoint_compressor_inputs(
+        "indexer/tiny-flash/" + cw.prefix, cmp::make_dims(4, cw.width, cmp::Kind::kIndexer), cw, x,
+        cfg, lc);
     expect_prefill_bitwise(in, true);
     expect_decode_bitwise(in, 18);
   }
@@ -314,15 +207,16 @@ TEST(CompressorGpu, DecodeBitwiseEqualToExecutor) {
   for (const auto& [ratio, t0, t1] :
        {std::make_tuple(4, 0, 23), std::make_tuple(4, 9, 30), std::make_tuple(128, 100, 300)})
     for (const std::int64_t width : {128, 512})
-      expect_decode_bitwise(
-          synthetic("compressor/decode_m" + std::to_string(ratio), ratio, width, t1), t0);
+      expect_decode_bitwise(synthetic_compressor_inputs(
+                                "compressor/decode_m" + std::to_string(ratio), ratio, width, t1),
+                            t0);
 }
 
 TEST(CompressorGpu, IndexerDecodeBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
   for (const auto& [t0, t1] : {std::make_pair(0, 23), std::make_pair(9, 30), std::make_pair(12, 17),
                                std::make_pair(3, 41)})
-    expect_decode_bitwise(synthetic_indexer("indexer/decode", t1), t0);
+    expect_decode_bitwise(synthetic_indexer_inputs("indexer/decode", t1), t0);
 }
 
 // One batched decode launch: 96 sequences at positions 0..95 (a quarter complete a CSA block),
@@ -437,14 +331,15 @@ void expect_batched_decode_bitwise(const Inputs& in) {
 TEST(CompressorGpu, BatchedDecodeMixedPositions) {
   V4REF_REQUIRE_DEVICE();
   expect_batched_decode_bitwise(
-      synthetic("compressor/decode_batch", 4, 512, 96, 1.0, 1.0, 0.5, 96));
-  expect_batched_decode_bitwise(synthetic_indexer("indexer/decode_batch", 96, 1.0, 1.0, 0.5, 96));
+      synthetic_compressor_inputs("compressor/decode_batch", 4, 512, 96, 1.0, 1.0, 0.5, 96));
+  expect_batched_decode_bitwise(
+      synthetic_indexer_inputs("indexer/decode_batch", 96, 1.0, 1.0, 0.5, 96));
 }
 
 TEST(CompressorGpu, TwentyBitwiseReruns) {
   V4REF_REQUIRE_DEVICE();
   for (const int ratio : {4, 128}) {
-    const Inputs in = synthetic("compressor/reruns", ratio, 512, 4096);
+    const Inputs in = synthetic_compressor_inputs("compressor/reruns", ratio, 512, 4096);
     const cuda::CompressorHostOut first = cuda::compressor_prefill_host(in.problem(), false);
     for (int r = 1; r < 20; ++r) {
       const cuda::CompressorHostOut again = cuda::compressor_prefill_host(in.problem(), false);
@@ -452,7 +347,7 @@ TEST(CompressorGpu, TwentyBitwiseReruns) {
     }
   }
   // The indexer: cache rows and every debug output, 20 runs.
-  const Inputs in = synthetic_indexer("indexer/reruns", 4096);
+  const Inputs in = synthetic_indexer_inputs("indexer/reruns", 4096);
   const cuda::CompressorHostOut first = cuda::compressor_prefill_host(in.problem(), true);
   for (int r = 1; r < 20; ++r) {
     const cuda::CompressorHostOut again = cuda::compressor_prefill_host(in.problem(), true);

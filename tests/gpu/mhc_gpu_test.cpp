@@ -15,20 +15,17 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <ostream>
 #include <string>
 #include <vector>
 
 #include "../common/gpu_test_support.hpp"
+#include "../common/mhc_inputs.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/mhc.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
-#include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/mhc.hpp"
 #include "v4ref/ref/safetensors.hpp"
 
@@ -36,113 +33,11 @@ namespace v4ref {
 namespace {
 
 namespace mhc = cuda::mhc;
-
-// The repository root: $V4REF_SOURCE_DIR when set (ctest sets it; a copied build tree on another
-// machine can point it at its checkout), else the configure-time path.
-std::filesystem::path source_dir() {
-  const char* v = std::getenv("V4REF_SOURCE_DIR");
-  return v != nullptr && *v != '\0' ? std::filesystem::path(v)
-                                    : std::filesystem::path(V4REF_SOURCE_DIR);
-}
-
-std::uint64_t global_seed() {
-  const char* v = std::getenv("V4REF_SEED");
-  return v == nullptr || *v == '\0' ? 0 : std::strtoull(v, nullptr, 0);
-}
-
-// ---------------------------------------------------------------- inputs (as in the executor test)
-
-struct MhcInputs {
-  std::string name;
-  std::int64_t tokens = 0, d = 0;
-  bool fused = false;
-  std::vector<std::uint16_t> x, f;
-  std::vector<float> coef_in, fn, base;
-  mhc::Scalars s;
-  mhc::Problem problem() const {
-    mhc::Problem p;
-    p.tokens = tokens;
-    p.d = d;
-    p.x = x.data();
-    p.f = fused ? f.data() : nullptr;
-    p.coef_in = fused ? coef_in.data() : nullptr;
-    p.fn = fn.data();
-    p.base = base.data();
-    p.s = s;
-    return p;
-  }
-};
-
-std::vector<std::uint16_t> random_bf16(std::size_t n, std::uint64_t seed, double sd) {
-  Rng rng(seed);
-  std::vector<std::uint16_t> v(n);
-  for (auto& h : v) h = fmt::bf16_encode(sd * rng.normal());
-  return v;
-}
-
-std::vector<float> random_f32(std::size_t n, std::uint64_t seed, double mean, double sd) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(mean + sd * rng.normal());
-  return v;
-}
-
-// Coefficient rows of a plausible previous pre: post in (0, 2), comb doubly stochastic.
-std::vector<float> previous_coefficients(const MhcInputs& in, std::uint64_t seed) {
-  ref::HcParams p;
-  p.name = in.name;
-  p.base.resize(24);
-  for (int i = 0; i < 24; ++i) p.base(i) = in.base[static_cast<std::size_t>(i)];
-  p.scale.resize(3);
-  for (int i = 0; i < 3; ++i) p.scale(i) = in.s.scale[i];
-  Rng rng(seed);
-  std::vector<float> out(static_cast<std::size_t>(in.tokens * 24));
-  for (std::int64_t t = 0; t < in.tokens; ++t) {
-    ref::Vec mu(24);
-    for (int r = 0; r < 24; ++r) mu(r) = rng.normal();
-    const ref::HcMix m = ref::hc_split(mu, p, 4, in.s.sinkhorn_iters, in.s.hc_eps);
-    float* row = out.data() + t * 24;
-    for (int k = 0; k < 4; ++k) {
-      row[k] = static_cast<float>(m.pre(k));
-      row[4 + k] = static_cast<float>(m.post(k));
-      for (int j = 0; j < 4; ++j) row[8 + 4 * j + k] = static_cast<float>(m.comb(j, k));
-    }
-  }
-  return out;
-}
-
-MhcInputs synthetic(const std::string& name, std::int64_t tokens, std::int64_t d, bool fused) {
-  const std::uint64_t g = global_seed();
-  const std::string shape = std::to_string(tokens) + "x" + std::to_string(d);
-  MhcInputs in;
-  in.name = name;
-  in.tokens = tokens;
-  in.d = d;
-  in.fused = fused;
-  const auto T = static_cast<std::size_t>(tokens), D = static_cast<std::size_t>(d);
-  in.x = random_bf16(T * 4 * D, derive_seed(name, "x", shape, g), 1.0);
-  in.fn = random_f32(24 * 4 * D, derive_seed(name, "fn", shape, g), 0.0,
-                     1.0 / std::sqrt(4.0 * static_cast<double>(d)));
-  in.base = random_f32(24, derive_seed(name, "base", shape, g), 0.0, 0.5);
-  Rng rs(derive_seed(name, "scale", shape, g));
-  for (float& s : in.s.scale) s = static_cast<float>(rs.uniform(0.2, 1.0));
-  if (fused) {
-    in.f = random_bf16(T * D, derive_seed(name, "f", shape, g), 1.0);
-    in.coef_in = previous_coefficients(in, derive_seed(name, "coef_in", shape, g));
-  }
-  return in;
-}
-
-void scale_streams(MhcInputs& in, const int e[4]) {
-  for (std::int64_t t = 0; t < in.tokens; ++t)
-    for (int k = 0; k < 4; ++k)
-      for (std::int64_t i = 0; i < in.d; ++i) {
-        auto& h = in.x[static_cast<std::size_t>(t * 4 * in.d + k * in.d + i)];
-        h = fmt::bf16_encode(std::ldexp(fmt::bf16_to_double(h), e[k]));
-      }
-  if (in.fused)
-    for (auto& h : in.f) h = fmt::bf16_encode(std::ldexp(fmt::bf16_to_double(h), e[0]));
-}
+using test::MhcInputs;
+using test::scale_streams;
+using test::seed_from_env;
+using test::synthetic_mhc_inputs;
+using DiffCase = test::MhcCase;
 
 // ---------------------------------------------------------------- device vs executor
 
@@ -204,7 +99,7 @@ void device_case(const MhcInputs& in, const cuda::MhcOptions& opt) {
                             std::to_string(tl.warps) + ", chunks " + std::to_string(tl.chunks) +
                             ", " + std::to_string(a.plan.clusters) + " clusters, smem " +
                             std::to_string(a.plan.smem_bytes) +
-                            " B) V4REF_SEED=" + std::to_string(global_seed());
+                            " B) V4REF_SEED=" + std::to_string(seed_from_env());
   std::printf("%s\n", where.c_str());
   EXPECT_TRUE(a.guards_intact && b.guards_intact) << where << ": a guard region was written";
   EXPECT_TRUE(a.inputs_intact && b.inputs_intact) << where << ": an input changed";
@@ -214,16 +109,6 @@ void device_case(const MhcInputs& in, const cuda::MhcOptions& opt) {
             "")
       << where << ": the result depends on the poison";
 }
-
-struct DiffCase {
-  std::string name;
-  std::int64_t tokens, d;
-  bool fused;
-  int cluster;
-};
-
-// Shown by GoogleTest and ctest instead of the struct's bytes.
-void PrintTo(const DiffCase& c, std::ostream* os) { *os << c.name; }
 
 // The executor test's synthetic cases, plus longer ones where each cluster runs several batches.
 std::vector<DiffCase> diff_cases() {
@@ -242,7 +127,7 @@ TEST_P(MhcGpuDiff, BitwiseEqualToExecutor) {
   const DiffCase& c = GetParam();
   cuda::MhcOptions opt;
   opt.cluster = c.cluster;
-  device_case(synthetic("mhc/" + c.name, c.tokens, c.d, c.fused), opt);
+  device_case(synthetic_mhc_inputs("mhc/" + c.name, c.tokens, c.d, c.fused), opt);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, MhcGpuDiff, ::testing::ValuesIn(diff_cases()),
@@ -255,11 +140,11 @@ TEST(MhcGpuAdversarial, BitwiseEqualToExecutor) {
   for (const auto& [name, e, fused] :
        {std::make_tuple("huge", huge, true), std::make_tuple("tiny", tiny, false),
         std::make_tuple("mixed", mixed, true)}) {
-    MhcInputs in = synthetic(std::string("mhc/adv_") + name, 33, 512, fused);
+    MhcInputs in = synthetic_mhc_inputs(std::string("mhc/adv_") + name, 33, 512, fused);
     scale_streams(in, e);
     device_case(in, {});
   }
-  MhcInputs spiky = synthetic("mhc/adv_spiky", 40, 512, true);
+  MhcInputs spiky = synthetic_mhc_inputs("mhc/adv_spiky", 40, 512, true);
   spiky.s.scale[2] = 30.0f;
   for (int i = 8; i < 24; ++i)
     spiky.base[static_cast<std::size_t>(i)] = (i % 3 == 0) ? 8.0f : -8.0f;
@@ -272,7 +157,7 @@ TEST(MhcGpuAdversarial, BitwiseEqualToExecutor) {
 TEST(MhcGpu, TwentyBitwiseRerunsAndGridInvariance) {
   V4REF_REQUIRE_DEVICE();
   for (const std::int64_t d : {4096, 7168}) {
-    const MhcInputs in = synthetic("mhc/reruns_" + std::to_string(d), 1050, d, true);
+    const MhcInputs in = synthetic_mhc_inputs("mhc/reruns_" + std::to_string(d), 1050, d, true);
     const cuda::MhcHostOutputs first = cuda::mhc_pre_host(in.problem());
     same_bits(first, executor(first.plan.tiling, in), in.name + " vs executor");
     for (int r = 1; r < 20; ++r) {
@@ -291,7 +176,7 @@ TEST(MhcGpu, TwentyBitwiseRerunsAndGridInvariance) {
 // A token alone gives the bits it gets inside 1050 tokens (no dependence on T or on its batch).
 TEST(MhcGpu, BatchInvariance) {
   V4REF_REQUIRE_DEVICE();
-  const MhcInputs all = synthetic("mhc/gpu_batch_invariance", 1050, 4096, true);
+  const MhcInputs all = synthetic_mhc_inputs("mhc/gpu_batch_invariance", 1050, 4096, true);
   const cuda::MhcHostOutputs ka = cuda::mhc_pre_host(all.problem());
   for (const std::int64_t t : {0, 31, 32, 1049}) {
     MhcInputs one = all;
@@ -308,7 +193,7 @@ TEST(MhcGpu, BatchInvariance) {
 TEST(MhcGpu, StandaloneWriteBackBitwiseEqualToExecutor) {
   V4REF_REQUIRE_DEVICE();
   for (const std::int64_t d : {512, 4096, 7168}) {
-    const MhcInputs in = synthetic("mhc/post_only_" + std::to_string(d), 77, d, true);
+    const MhcInputs in = synthetic_mhc_inputs("mhc/post_only_" + std::to_string(d), 77, d, true);
     const std::vector<std::uint16_t> k = cuda::mhc_post_host(in.problem());
     std::vector<std::uint16_t> e(k.size(), 0x7FC1);
     mhc::executor_post(in.problem(), e.data());
@@ -341,35 +226,14 @@ TEST(MhcGpu, PlanOfTheV4Shapes) {
 TEST(MhcGpu, TinyCheckpointChains) {
   V4REF_REQUIRE_DEVICE();
   for (const char* preset : {"tiny-flash-s0", "tiny-pro-s0", "tiny-long-s0"}) {
-    const std::filesystem::path dir = source_dir() / "golden/checkpoints" / preset;
-    const ModelConfig cfg = load_config(dir / "config.json");
-    const Checkpoint ckpt = Checkpoint::open(dir);
+    const auto [cfg, ckpt] = test::open_tiny_checkpoint(preset);
     const std::int64_t T = 45, d = cfg.dim;
-    std::vector<std::uint16_t> x =
-        random_bf16(static_cast<std::size_t>(T * 4 * d),
-                    derive_seed(std::string("mhc/") + preset, "x", "45", global_seed()), 1.0);
+    std::vector<std::uint16_t> x = test::chain_start_streams(preset, T, d);
     std::vector<float> coef;
     for (std::int64_t l = 0; l < cfg.n_layers; ++l)
       for (const char* which : {"attn", "ffn"}) {
         const ref::HcParams hp = ref::load_hc_params(ckpt, cfg, layer_config(cfg, l).prefix, which);
-        MhcInputs in;
-        in.name = std::string("mhc/") + preset + "/" + hp.name;
-        in.tokens = T;
-        in.d = d;
-        in.fused = !coef.empty();
-        in.x = x;
-        for (Eigen::Index i = 0; i < hp.fn.size(); ++i)
-          in.fn.push_back(static_cast<float>(hp.fn.data()[i]));
-        for (int i = 0; i < 24; ++i) in.base.push_back(static_cast<float>(hp.base(i)));
-        for (int i = 0; i < 3; ++i) in.s.scale[i] = static_cast<float>(hp.scale(i));
-        in.s.norm_eps = static_cast<float>(cfg.norm_eps);
-        in.s.hc_eps = static_cast<float>(cfg.hc_eps);
-        in.s.sinkhorn_iters = static_cast<int>(cfg.hc_sinkhorn_iters);
-        if (in.fused) {
-          in.f = random_bf16(static_cast<std::size_t>(T * d),
-                             derive_seed(in.name, "f", "45", global_seed()), 1.0);
-          in.coef_in = coef;
-        }
+        const MhcInputs in = test::chain_launch(preset, cfg, hp, T, x, coef);
         const cuda::MhcHostOutputs k = cuda::mhc_pre_host(in.problem());
         ASSERT_TRUE(same_bits(k, executor(k.plan.tiling, in), in.name));
         // Direct reference gate on u: teacher-forced collapse of the device's X' with its pre.

@@ -32,15 +32,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <limits>
 #include <optional>
-#include <ostream>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "../common/compressor_inputs.hpp"
 #include "v4ref/cuda/compressor.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
 #include "v4ref/ref/compressor.hpp"
@@ -58,20 +57,14 @@ namespace {
 namespace cmp = cuda::cmp;
 using ref::Mat;
 using ref::Vec;
+using test::seed_from_env;
+using test::synthetic_compressor_inputs;
+using test::synthetic_indexer_inputs;
+using Case = test::CompressorCase;
+using Inputs = test::CompressorInputs;
 
 constexpr double kU32 = 0x1.0p-24;
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-std::filesystem::path source_dir() {
-  const char* v = std::getenv("V4REF_SOURCE_DIR");
-  return v != nullptr && *v != '\0' ? std::filesystem::path(v)
-                                    : std::filesystem::path(V4REF_SOURCE_DIR);
-}
-
-std::uint64_t global_seed() {
-  const char* v = std::getenv("V4REF_SEED");
-  return v == nullptr || *v == '\0' ? 0 : std::strtoull(v, nullptr, 0);
-}
 
 double bf16_ulp(double x) {
   const double a = std::max(std::abs(x), 0x1.0p-126);
@@ -81,80 +74,6 @@ double bf16_ulp(double x) {
 bool in_interval(std::uint16_t k, double s, double slack) {
   const double kv = fmt::bf16_to_double(k);
   return fmt::round_bf16(s - slack) <= kv && kv <= fmt::round_bf16(s + slack);
-}
-
-// ---------------------------------------------------------------- inputs
-
-struct Inputs {
-  std::string name;
-  cmp::Dims dm;
-  std::int64_t tokens = 0;
-  std::vector<float> a, g, ape, norm_w, cos, sin;
-  float eps = 1e-6f;
-  ref::RopeTable rope;
-  cmp::PrefillProblem problem() const {
-    cmp::PrefillProblem p;
-    p.dm = dm;
-    p.tokens = tokens;
-    p.a = a.data();
-    p.g = g.data();
-    p.ape = ape.data();
-    p.norm_w = norm_w.data();
-    p.eps = eps;
-    p.cos = cos.data();
-    p.sin = sin.data();
-    return p;
-  }
-};
-
-std::vector<float> normal_f32(std::size_t n, std::uint64_t seed, double mean, double sd) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (float& x : v) x = static_cast<float>(mean + sd * rng.normal());
-  return v;
-}
-
-ref::RopeTable compress_rope() { return ref::make_rope_table(160000.0, true, YarnConfig{}, 64); }
-
-void finish(Inputs& in) {
-  in.rope = compress_rope();
-  std::vector<float> om(in.rope.omega_fp32.begin(), in.rope.omega_fp32.end());
-  cmp::rope_table(om.data(), std::max<std::int64_t>(1, in.tokens / in.dm.ratio), in.dm.ratio,
-                  in.cos, in.sin);
-}
-
-Inputs synthetic_dims(const std::string& name, const cmp::Dims& dm, std::int64_t tokens,
-                      double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5) {
-  const std::uint64_t gs = global_seed();
-  const int ratio = dm.ratio, width = dm.width;
-  const std::string shape =
-      std::to_string(tokens) + "x" + std::to_string(width) + "m" + std::to_string(ratio);
-  Inputs in;
-  in.name = name;
-  in.dm = dm;
-  in.tokens = tokens;
-  const auto n = static_cast<std::size_t>(tokens * in.dm.cw());
-  in.a = normal_f32(n, derive_seed(name, "a", shape, gs), 0.0, a_sd);
-  in.g = normal_f32(n, derive_seed(name, "g", shape, gs), 0.0, g_sd);
-  in.ape = normal_f32(static_cast<std::size_t>(ratio * in.dm.cw()),
-                      derive_seed(name, "ape", shape, gs), 0.0, ape_sd);
-  in.norm_w =
-      normal_f32(static_cast<std::size_t>(width), derive_seed(name, "norm", shape, gs), 1.0, 0.1);
-  for (float& w : in.norm_w) w = static_cast<float>(fmt::round_bf16(w));
-  finish(in);
-  return in;
-}
-
-Inputs synthetic(const std::string& name, int ratio, std::int64_t width, std::int64_t tokens,
-                 double a_sd = 1.0, double g_sd = 1.0, double ape_sd = 0.5) {
-  return synthetic_dims(name, cmp::make_dims(ratio, width), tokens, a_sd, g_sd, ape_sd);
-}
-
-// The indexer compressor of a CSA layer: m = 4, c = 2, w = 128 (§7.1).
-Inputs synthetic_indexer(const std::string& name, std::int64_t tokens, double a_sd = 1.0,
-                         double g_sd = 1.0, double ape_sd = 0.5) {
-  return synthetic_dims(name, cmp::make_dims(4, 128, cmp::Kind::kIndexer), tokens, a_sd, g_sd,
-                        ape_sd);
 }
 
 // ---------------------------------------------------------------- running the executor
@@ -288,7 +207,7 @@ Report check(const Inputs& in) {
   const cmp::Dims& dm = in.dm;
   const std::string where =
       in.name + " (m = " + std::to_string(dm.ratio) + ", w = " + std::to_string(dm.width) +
-      ", T = " + std::to_string(in.tokens) + ") V4REF_SEED=" + std::to_string(global_seed());
+      ", T = " + std::to_string(in.tokens) + ") V4REF_SEED=" + std::to_string(seed_from_env());
   const Out k = run(in, 0xA5), k2 = run(in, 0x5A);
   EXPECT_EQ(k.cache, k2.cache) << where << ": a cache byte depends on the poison (not written)";
   EXPECT_EQ(k.pooled, k2.pooled) << where << ": pooled debug output not fully written";
@@ -427,7 +346,7 @@ double hadamard_delta(const std::vector<double>& y) {
 IndexerReport check_indexer(const Inputs& in, double max_had_ulp = 1.0) {
   const cmp::Dims& dm = in.dm;
   const std::string where = in.name + " (indexer, T = " + std::to_string(in.tokens) +
-                            ") V4REF_SEED=" + std::to_string(global_seed());
+                            ") V4REF_SEED=" + std::to_string(seed_from_env());
   EXPECT_TRUE(dm.indexer());
   const Out k = run(in, 0xA5), k2 = run(in, 0x5A);
   EXPECT_EQ(k.cache, k2.cache) << where << ": a cache byte depends on the poison (not written)";
@@ -559,18 +478,11 @@ TEST(CompressorExecutor, RowLayout) {
   EXPECT_THROW(cmp::make_dims(4, 500), ShapeError);
 }
 
-struct Case {
-  std::string name;
-  int ratio;
-  std::int64_t width, tokens;
-};
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
-
 class CompressorExecutorDiff : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CompressorExecutorDiff, Gates) {
   const Case& c = GetParam();
-  check(synthetic("compressor/" + c.name, c.ratio, c.width, c.tokens));
+  check(synthetic_compressor_inputs("compressor/" + c.name, c.ratio, c.width, c.tokens));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CompressorExecutorDiff,
@@ -583,19 +495,19 @@ INSTANTIATE_TEST_SUITE_P(Cases, CompressorExecutorDiff,
 
 // Saturated softmax: logits with spread ±40 (ape ±20, g ±20): most slots get weight ~0.
 TEST(CompressorExecutorAdversarial, SpikyLogits) {
-  check(synthetic("compressor/adv_spiky_c4", 4, 512, 33, 1.0, 20.0, 20.0));
-  check(synthetic("compressor/adv_spiky_c128", 128, 128, 256, 1.0, 20.0, 20.0));
+  check(synthetic_compressor_inputs("compressor/adv_spiky_c4", 4, 512, 33, 1.0, 20.0, 20.0));
+  check(synthetic_compressor_inputs("compressor/adv_spiky_c128", 128, 128, 256, 1.0, 20.0, 20.0));
 }
 
 // Huge and tiny values (the RMSNorm makes the entry scale-free; ss in fp32 stays finite).
 TEST(CompressorExecutorAdversarial, ValueMagnitudes) {
-  check(synthetic("compressor/adv_huge", 4, 512, 21, 1e15));
-  check(synthetic("compressor/adv_tiny", 4, 512, 21, 1e-15));
+  check(synthetic_compressor_inputs("compressor/adv_huge", 4, 512, 21, 1e15));
+  check(synthetic_compressor_inputs("compressor/adv_tiny", 4, 512, 21, 1e-15));
 }
 
 // An all-zero block: pooled 0, ρ = 1/sqrt(eps), normed 0, Q8 amax floor: codes 0, scale 2^-22.
 TEST(CompressorExecutorAdversarial, ZeroBlock) {
-  Inputs in = synthetic("compressor/adv_zero", 4, 512, 16);
+  Inputs in = synthetic_compressor_inputs("compressor/adv_zero", 4, 512, 16);
   std::fill(in.a.begin() + 4 * in.dm.cw(), in.a.begin() + 12 * in.dm.cw(), 0.0f);  // blocks 1 and 2
   check(in);
   const Out k = run(in, 0xA5);
@@ -610,7 +522,8 @@ TEST(CompressorExecutor, DecodeEqualsPrefill) {
   for (const auto& [ratio, t0, t1] :
        {std::make_tuple(4, 0, 23), std::make_tuple(4, 9, 30), std::make_tuple(4, 12, 17),
         std::make_tuple(128, 100, 300), std::make_tuple(128, 256, 390)}) {
-    const Inputs full = synthetic("compressor/decode_m" + std::to_string(ratio), ratio, 128, t1);
+    const Inputs full =
+        synthetic_compressor_inputs("compressor/decode_m" + std::to_string(ratio), ratio, 128, t1);
     Inputs head = full;
     head.tokens = t0;
     const cmp::Dims& dm = full.dm;
@@ -654,35 +567,16 @@ TEST(CompressorExecutor, DecodeEqualsPrefill) {
 // projections of random inputs; the executor is gated as above, and its dequantised entries are
 // compared with ref::compress_prefill on the same x (double projections) by the loose rule.
 TEST(CompressorExecutorCheckpoint, TinyFlashCsaAndHca) {
-  const std::filesystem::path dir = source_dir() / "golden/checkpoints/tiny-flash-s0";
-  const ModelConfig cfg = load_config(dir / "config.json");
-  const Checkpoint ckpt = Checkpoint::open(dir);
+  const auto [cfg, ckpt] = test::open_tiny_checkpoint("tiny-flash-s0");
   for (std::int64_t layer = 0; layer < cfg.n_layers; ++layer) {
     const LayerConfig lc = layer_config(cfg, layer);
     if (lc.ratio == 0) continue;
     const ref::CompressorWeights cw =
         ref::load_layer_compressor(ckpt, cfg, layer, ref::CompressorKind::kMain);
     const std::int64_t T = lc.ratio == 4 ? 41 : 300;
-    Rng rng(derive_seed("compressor/tiny-flash", "x", std::to_string(layer), global_seed()));
-    Mat x(T, cfg.dim);
-    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = fmt::round_bf16(rng.normal());
-    const Mat a = x * cw.wkv.w.transpose(), g = x * cw.wgate.w.transpose();
-    Inputs in;
-    in.name = "compressor/tiny-flash/" + cw.prefix;
-    in.dm = cmp::make_dims(lc.ratio, cw.width);
-    in.tokens = T;
-    for (Eigen::Index i = 0; i < a.size(); ++i) {
-      in.a.push_back(static_cast<float>(a.data()[i]));
-      in.g.push_back(static_cast<float>(g.data()[i]));
-    }
-    for (Eigen::Index i = 0; i < cw.ape.size(); ++i)
-      in.ape.push_back(static_cast<float>(cw.ape.data()[i]));
-    for (int i = 0; i < cw.width; ++i) in.norm_w.push_back(static_cast<float>(cw.norm(i)));
-    in.eps = static_cast<float>(cfg.norm_eps);
-    finish(in);
-    in.rope = ref::rope_table_for(cfg, lc);
-    std::vector<float> om(in.rope.omega_fp32.begin(), in.rope.omega_fp32.end());
-    cmp::rope_table(om.data(), std::max<std::int64_t>(1, T / lc.ratio), lc.ratio, in.cos, in.sin);
+    const Mat x = test::checkpoint_tokens("compressor/tiny-flash", layer, T, cfg.dim);
+    const Inputs in = test::checkpoint_compressor_inputs(
+        "compressor/tiny-flash/" + cw.prefix, cmp::make_dims(lc.ratio, cw.width), cw, x, cfg, lc);
     check(in);
     // Against the full reference forward of the compressor (double projections of x).
     const Mat ref_entries = ref::compress_prefill(x, cw, in.rope, cfg.norm_eps, rq_policy());
@@ -775,7 +669,7 @@ TEST(CompressorExecutorIndexer, HadamardWarpIsSylvesterOrder) {
                 std::popcount(static_cast<unsigned>(i & k)) % 2 != 0 ? -1.0f : 1.0f)
           << "H[" << i << "][" << k << "]";
   }
-  Rng rng(derive_seed("indexer/hadamard", "y", "", global_seed()));
+  Rng rng(derive_seed("indexer/hadamard", "y", "", seed_from_env()));
   double worst = 0;
   for (int rep = 0; rep < 200; ++rep) {
     float v[32][4];
@@ -835,7 +729,7 @@ class CompressorExecutorIndexerDiff : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CompressorExecutorIndexerDiff, Gates) {
   const Case& c = GetParam();
-  check_indexer(synthetic_indexer("indexer/" + c.name, c.tokens));
+  check_indexer(synthetic_indexer_inputs("indexer/" + c.name, c.tokens));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CompressorExecutorIndexerDiff,
@@ -846,9 +740,9 @@ INSTANTIATE_TEST_SUITE_P(Cases, CompressorExecutorIndexerDiff,
 
 // Saturated softmax and input magnitudes (the RMSNorm makes the entry scale-free).
 TEST(CompressorExecutorIndexerAdversarial, SpikyLogitsAndInputMagnitudes) {
-  check_indexer(synthetic_indexer("indexer/adv_spiky", 33, 1.0, 20.0, 20.0));
-  check_indexer(synthetic_indexer("indexer/adv_huge", 21, 1e15));
-  check_indexer(synthetic_indexer("indexer/adv_tiny", 21, 1e-15));
+  check_indexer(synthetic_indexer_inputs("indexer/adv_spiky", 33, 1.0, 20.0, 20.0));
+  check_indexer(synthetic_indexer_inputs("indexer/adv_huge", 21, 1e15));
+  check_indexer(synthetic_indexer_inputs("indexer/adv_tiny", 21, 1e-15));
 }
 
 // Key magnitudes through the norm weight: huge keys (2^100: Q4 scales near 2^98) and tiny ones
@@ -856,9 +750,8 @@ TEST(CompressorExecutorIndexerAdversarial, SpikyLogitsAndInputMagnitudes) {
 TEST(CompressorExecutorIndexerAdversarial, KeyMagnitudes) {
   for (const auto& [name, shift] : {std::make_pair("indexer/adv_huge_keys", 100),
                                     std::make_pair("indexer/adv_tiny_keys", -120)}) {
-    Inputs in = synthetic_indexer(name, 25);
-    for (float& w : in.norm_w)
-      w = static_cast<float>(fmt::round_bf16(std::ldexp(static_cast<double>(w), shift)));
+    Inputs in = synthetic_indexer_inputs(name, 25);
+    test::scale_norm_weight(in, shift);
     check_indexer(in);
   }
 }
@@ -866,23 +759,15 @@ TEST(CompressorExecutorIndexerAdversarial, KeyMagnitudes) {
 // Channel magnitudes spread over 2^±40: the normed values span about 80 binades, so the fp32
 // butterflies really round (the γ part of the Hadamard δ) and most Q4 codes of a block are 0.
 TEST(CompressorExecutorIndexerAdversarial, MixedChannelMagnitudes) {
-  Inputs in = synthetic_indexer("indexer/adv_mixed", 41);
-  Rng rng(derive_seed(in.name, "exponent", "", global_seed()));
-  std::vector<int> e(static_cast<std::size_t>(in.dm.width));
-  for (int& x : e) x = static_cast<int>(rng.below(81)) - 40;
-  const int cw = in.dm.cw();
-  for (std::int64_t t = 0; t < in.tokens; ++t)
-    for (int c = 0; c < cw; ++c) {
-      float& a = in.a[static_cast<std::size_t>(t * cw + c)];
-      a = std::ldexp(a, e[static_cast<std::size_t>(c % in.dm.width)]);
-    }
+  Inputs in = synthetic_indexer_inputs("indexer/adv_mixed", 41);
+  test::spread_channel_magnitudes(in);
   check_indexer(in);
 }
 
 // An all-zero pair of blocks: entry 2 pools zeros, every code is ±0 and every scale the Q4 floor
 // 2^-126 (byte 1).
 TEST(CompressorExecutorIndexerAdversarial, ZeroBlock) {
-  Inputs in = synthetic_indexer("indexer/adv_zero", 16);
+  Inputs in = synthetic_indexer_inputs("indexer/adv_zero", 16);
   std::fill(in.a.begin() + 4 * in.dm.cw(), in.a.begin() + 12 * in.dm.cw(), 0.0f);
   check_indexer(in);
   const Out k = run(in, 0xA5);
@@ -896,7 +781,7 @@ TEST(CompressorExecutorIndexerAdversarial, ZeroBlock) {
 // and within one bf16 step of them; check_indexer requires every code and scale to equal
 // q4_quantize's, so ties to even and their neighbours are verified end to end.
 TEST(CompressorExecutorIndexerAdversarial, E2m1DecisionBoundaries) {
-  const IndexerReport r = check_indexer(synthetic_indexer("indexer/adv_boundaries", 4096));
+  const IndexerReport r = check_indexer(synthetic_indexer_inputs("indexer/adv_boundaries", 4096));
   for (int t = 0; t < 7; ++t) EXPECT_GE(r.ties[t], 10u) << "tie " << kE2m1Ties[t];
   EXPECT_GE(r.near_ties, 1000u);
 }
@@ -906,7 +791,7 @@ TEST(CompressorExecutorIndexerAdversarial, E2m1DecisionBoundaries) {
 TEST(CompressorExecutorIndexer, DecodeEqualsPrefill) {
   for (const auto& [t0, t1] : {std::make_pair(0, 23), std::make_pair(9, 30), std::make_pair(12, 17),
                                std::make_pair(3, 41)}) {
-    const Inputs full = synthetic_indexer("indexer/decode", t1);
+    const Inputs full = synthetic_indexer_inputs("indexer/decode", t1);
     Inputs head = full;
     head.tokens = t0;
     const cmp::Dims& dm = full.dm;
@@ -978,9 +863,7 @@ double e2m1_step_ratio(const std::uint8_t* row, const Vec& r, const Vec& pre, st
 // one e2m1 step; and a decode from a prefill hand-off at t0 = 18 is compared step by step with
 // ref::compress_decode_step (within one step) and with the executor's own prefill (bitwise).
 TEST(CompressorExecutorIndexerCheckpoint, TinyFlashCsaLayers) {
-  const std::filesystem::path dir = source_dir() / "golden/checkpoints/tiny-flash-s0";
-  const ModelConfig cfg = load_config(dir / "config.json");
-  const Checkpoint ckpt = Checkpoint::open(dir);
+  const auto [cfg, ckpt] = test::open_tiny_checkpoint("tiny-flash-s0");
   const PrecisionPolicy official = PrecisionPolicy::official();
   const PrecisionPolicy pre_q4 = PrecisionPolicy::official().disable(QuantPoint::kIdxKQ4);
   int layers = 0;
@@ -993,25 +876,10 @@ TEST(CompressorExecutorIndexerCheckpoint, TinyFlashCsaLayers) {
     ASSERT_EQ(cw.ratio, 4);
     ASSERT_EQ(cw.width, 128);
     constexpr std::int64_t T = 97, t0 = 18;
-    Rng rng(derive_seed("indexer/tiny-flash", "x", std::to_string(layer), global_seed()));
-    Mat x(T, cfg.dim);
-    for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = fmt::round_bf16(rng.normal());
-    const Mat a = x * cw.wkv.w.transpose(), g = x * cw.wgate.w.transpose();
-    Inputs in;
-    in.name = "indexer/tiny-flash/" + cw.prefix;
-    in.dm = cmp::make_dims(4, cw.width, cmp::Kind::kIndexer);
-    in.tokens = T;
-    for (Eigen::Index i = 0; i < a.size(); ++i) {
-      in.a.push_back(static_cast<float>(a.data()[i]));
-      in.g.push_back(static_cast<float>(g.data()[i]));
-    }
-    for (Eigen::Index i = 0; i < cw.ape.size(); ++i)
-      in.ape.push_back(static_cast<float>(cw.ape.data()[i]));
-    for (int i = 0; i < cw.width; ++i) in.norm_w.push_back(static_cast<float>(cw.norm(i)));
-    in.eps = static_cast<float>(cfg.norm_eps);
-    in.rope = ref::rope_table_for(cfg, lc);
-    std::vector<float> om(in.rope.omega_fp32.begin(), in.rope.omega_fp32.end());
-    cmp::rope_table(om.data(), T / 4, 4, in.cos, in.sin);
+    const Mat x = test::checkpoint_tokens("indexer/tiny-flash", layer, T, cfg.dim);
+    const Inputs in = test::checkpoint_compressor_inputs(
+        "indexer/tiny-flash/" + cw.prefix, cmp::make_dims(4, cw.width, cmp::Kind::kIndexer), cw, x,
+        cfg, lc);
     check_indexer(in);
     // ---- prefill vs the complete reference forward (double projections)
     const Mat ref_entries = ref::compress_prefill(x, cw, in.rope, cfg.norm_eps, official);

@@ -36,12 +36,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <limits>
-#include <ostream>
 #include <string>
 #include <vector>
 
+#include "../common/mhc_inputs.hpp"
 #include "v4ref/cuda/mhc.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/config_json.hpp"
@@ -56,120 +55,16 @@ namespace {
 namespace mhc = cuda::mhc;
 using ref::Mat;
 using ref::Vec;
+using test::hc_params_of;
+using test::MhcInputs;
+using test::scale_streams;
+using test::seed_from_env;
+using test::synthetic_mhc_inputs;
+using DiffCase = test::MhcCase;
 
 constexpr double kU32 = 0x1.0p-24;
 
 double dbl(float x) { return static_cast<double>(x); }
-
-// The repository root: $V4REF_SOURCE_DIR when set (ctest sets it; a copied build tree on another
-// machine can point it at its checkout), else the configure-time path.
-std::filesystem::path source_dir() {
-  const char* v = std::getenv("V4REF_SOURCE_DIR");
-  return v != nullptr && *v != '\0' ? std::filesystem::path(v)
-                                    : std::filesystem::path(V4REF_SOURCE_DIR);
-}
-
-std::uint64_t global_seed() {
-  const char* v = std::getenv("V4REF_SEED");
-  return v == nullptr || *v == '\0' ? 0 : std::strtoull(v, nullptr, 0);
-}
-
-// ---------------------------------------------------------------- inputs
-
-// One launch's data as the kernel receives it (bf16 / fp32 bits) and as doubles for the reference.
-struct MhcInputs {
-  std::string name;
-  std::int64_t tokens = 0, d = 0;
-  bool fused = false;
-  std::vector<std::uint16_t> x, f;  // [T, 4d], [T, d] bf16 codes
-  std::vector<float> coef_in;       // [T, 24]
-  std::vector<float> fn, base;      // [24, 4d], [24]
-  mhc::Scalars s;
-  mhc::Problem problem() const {
-    mhc::Problem p;
-    p.tokens = tokens;
-    p.d = d;
-    p.x = x.data();
-    p.f = fused ? f.data() : nullptr;
-    p.coef_in = fused ? coef_in.data() : nullptr;
-    p.fn = fn.data();
-    p.base = base.data();
-    p.s = s;
-    return p;
-  }
-};
-
-std::vector<std::uint16_t> random_bf16(std::size_t n, std::uint64_t seed, double sd) {
-  Rng rng(seed);
-  std::vector<std::uint16_t> v(n);
-  for (auto& h : v) h = fmt::bf16_encode(sd * rng.normal());
-  return v;
-}
-
-std::vector<float> random_f32(std::size_t n, std::uint64_t seed, double mean, double sd) {
-  Rng rng(seed);
-  std::vector<float> v(n);
-  for (auto& x : v) x = static_cast<float>(mean + sd * rng.normal());
-  return v;
-}
-
-ref::HcParams params_of(const MhcInputs& in) {
-  ref::HcParams p;
-  p.name = in.name;
-  p.fn.resize(mhc::kMix, 4 * in.d);
-  for (Eigen::Index i = 0; i < p.fn.size(); ++i)
-    p.fn.data()[i] = in.fn[static_cast<std::size_t>(i)];
-  p.base.resize(mhc::kMix);
-  for (int i = 0; i < mhc::kMix; ++i) p.base(i) = in.base[static_cast<std::size_t>(i)];
-  p.scale.resize(3);
-  for (int i = 0; i < 3; ++i) p.scale(i) = in.s.scale[i];
-  return p;
-}
-
-// Coefficient rows of a plausible previous pre: the reference split of random mixing logits
-// (post in (0, 2), comb doubly stochastic up to §4.3's 20 steps), rounded to fp32.
-std::vector<float> previous_coefficients(const MhcInputs& in, std::uint64_t seed) {
-  const ref::HcParams p = params_of(in);
-  Rng rng(seed);
-  std::vector<float> out(static_cast<std::size_t>(in.tokens * mhc::kMix));
-  for (std::int64_t t = 0; t < in.tokens; ++t) {
-    Vec mu(mhc::kMix);
-    for (int r = 0; r < mhc::kMix; ++r) mu(r) = rng.normal();
-    const ref::HcMix m = ref::hc_split(mu, p, 4, in.s.sinkhorn_iters, in.s.hc_eps);
-    float* row = out.data() + t * mhc::kMix;
-    for (int k = 0; k < 4; ++k) {
-      row[k] = static_cast<float>(m.pre(k));
-      row[4 + k] = static_cast<float>(m.post(k));
-      for (int j = 0; j < 4; ++j) row[8 + 4 * j + k] = static_cast<float>(m.comb(j, k));
-    }
-  }
-  return out;
-}
-
-// Synthetic weights in the checkpoint generator's ranges (reference/src/checkpoint_gen.cpp):
-// fn ~ N(0, 1/sqrt(4d)), base ~ N(0, 0.5), scale ~ U(0.2, 1).
-MhcInputs synthetic(const std::string& name, std::int64_t tokens, std::int64_t d, bool fused,
-                    double x_sd = 1.0) {
-  const std::uint64_t g = global_seed();
-  const std::string shape = std::to_string(tokens) + "x" + std::to_string(d);
-  MhcInputs in;
-  in.name = name;
-  in.tokens = tokens;
-  in.d = d;
-  in.fused = fused;
-  const auto T = static_cast<std::size_t>(tokens), D = static_cast<std::size_t>(d);
-  in.x = random_bf16(T * 4 * D, derive_seed(name, "x", shape, g), x_sd);
-  in.fn = random_f32(mhc::kMix * 4 * D, derive_seed(name, "fn", shape, g), 0.0,
-                     1.0 / std::sqrt(4.0 * static_cast<double>(d)));
-  in.base = random_f32(mhc::kMix, derive_seed(name, "base", shape, g), 0.0, 0.5);
-  Rng rs(derive_seed(name, "scale", shape, g));
-  for (float& s : in.s.scale) s = static_cast<float>(rs.uniform(0.2, 1.0));
-  if (fused) {
-    in.f = random_bf16(T * D, derive_seed(name, "f", shape, g), x_sd);
-    in.coef_in = previous_coefficients(in, derive_seed(name, "coef_in", shape, g));
-  }
-  return in;
-}
 
 // ---------------------------------------------------------------- running the executor
 
@@ -326,7 +221,7 @@ double ratio_or_zero(double num, double den) { return num == 0 ? 0 : num / den; 
 CaseReport check_case(const mhc::Tiling& tl, const MhcInputs& in) {
   const std::string where = in.name + " (cluster " + std::to_string(tl.cluster) + ", W " +
                             std::to_string(tl.warps) + ", chunks " + std::to_string(tl.chunks) +
-                            ") V4REF_SEED=" + std::to_string(global_seed());
+                            ") V4REF_SEED=" + std::to_string(seed_from_env());
   const std::int64_t T = in.tokens, d = in.d;
   const KernelOut k = run_executor(tl, in, 0x7FC1, 0x7FC0DEADu);
   const KernelOut k2 = run_executor(tl, in, 0x7F7F, fmt::float_bits(1e20f));
@@ -344,7 +239,7 @@ CaseReport check_case(const mhc::Tiling& tl, const MhcInputs& in) {
   for (float v : k.coef) EXPECT_TRUE(std::isfinite(v)) << where << ": coef not finite";
   for (float v : k.mu) EXPECT_TRUE(std::isfinite(v)) << where << ": mu not finite";
 
-  const ref::HcParams p = params_of(in);
+  const ref::HcParams p = hc_params_of(in);
   const PrecisionPolicy rq_policy = PrecisionPolicy::exact().enable(QuantPoint::kBf16Residual);
   const Mat x = bf16_mat(in.x, T, 4 * d);
   CaseReport rep;
@@ -556,7 +451,7 @@ TEST(MhcExecutor, ExpF32WithinTwoUlp) {
 // The kernel's Sinkhorn on a spiky 4x4 against the reference's (§4.3), and the documented
 // row/column sums after 20 steps.
 TEST(MhcExecutor, SinkhornMatchesReferenceOnSpikyLogits) {
-  Rng rng(derive_seed("mhc_sinkhorn", "z", "4x4", global_seed()));
+  Rng rng(derive_seed("mhc_sinkhorn", "z", "4x4", seed_from_env()));
   for (int trial = 0; trial < 200; ++trial) {
     Mat z(4, 4);
     float m[16];
@@ -589,21 +484,12 @@ TEST(MhcExecutor, TilingsOfTheV4Shapes) {
 
 // ---------------------------------------------------------------- differential cases
 
-struct DiffCase {
-  std::string name;
-  std::int64_t tokens, d;
-  bool fused;
-  int cluster;
-};
-
-// Shown by GoogleTest and ctest instead of the struct's bytes.
-void PrintTo(const DiffCase& c, std::ostream* os) { *os << c.name; }
-
 class MhcExecutorDiff : public ::testing::TestWithParam<DiffCase> {};
 
 TEST_P(MhcExecutorDiff, Gates) {
   const DiffCase& c = GetParam();
-  check_case(mhc::make_tiling(c.d, c.cluster), synthetic("mhc/" + c.name, c.tokens, c.d, c.fused));
+  check_case(mhc::make_tiling(c.d, c.cluster),
+             synthetic_mhc_inputs("mhc/" + c.name, c.tokens, c.d, c.fused));
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, MhcExecutorDiff,
@@ -619,34 +505,22 @@ INSTANTIATE_TEST_SUITE_P(Cases, MhcExecutorDiff,
 
 // ---------------------------------------------------------------- adversarial inputs
 
-// Scales a case's streams (and F) per stream by 2^e[k] (exact in bf16 while in range).
-void scale_streams(MhcInputs& in, const int e[4]) {
-  for (std::int64_t t = 0; t < in.tokens; ++t)
-    for (int k = 0; k < 4; ++k)
-      for (std::int64_t i = 0; i < in.d; ++i) {
-        auto& h = in.x[static_cast<std::size_t>(t * 4 * in.d + k * in.d + i)];
-        h = fmt::bf16_encode(std::ldexp(fmt::bf16_to_double(h), e[k]));
-      }
-  if (in.fused)
-    for (auto& h : in.f) h = fmt::bf16_encode(std::ldexp(fmt::bf16_to_double(h), e[0]));
-}
-
 TEST(MhcExecutorAdversarial, HugeStreams) {  // |x| ~ 2^40: Σx² ~ 2^91, still far from fp32 overflow
-  MhcInputs in = synthetic("mhc/adv_huge", 33, 512, true);
+  MhcInputs in = synthetic_mhc_inputs("mhc/adv_huge", 33, 512, true);
   const int e[4] = {40, 40, 40, 40};
   scale_streams(in, e);
   check_case(mhc::make_tiling(512, 16), in);
 }
 
 TEST(MhcExecutorAdversarial, TinyStreams) {  // |x| ~ 2^-120: bf16 subnormals, x² underflows in fp32
-  MhcInputs in = synthetic("mhc/adv_tiny", 33, 512, false);
+  MhcInputs in = synthetic_mhc_inputs("mhc/adv_tiny", 33, 512, false);
   const int e[4] = {-120, -120, -120, -120};
   scale_streams(in, e);
   check_case(mhc::make_tiling(512, 16), in);
 }
 
 TEST(MhcExecutorAdversarial, MixedStreamMagnitudes) {  // one stream 2^30 larger, one 2^30 smaller
-  MhcInputs in = synthetic("mhc/adv_mixed", 33, 512, true);
+  MhcInputs in = synthetic_mhc_inputs("mhc/adv_mixed", 33, 512, true);
   const int e[4] = {30, 0, 0, -30};
   scale_streams(in, e);
   check_case(mhc::make_tiling(512, 16), in);
@@ -654,7 +528,7 @@ TEST(MhcExecutorAdversarial, MixedStreamMagnitudes) {  // one stream 2^30 larger
 
 TEST(MhcExecutorAdversarial,
      SpikySinkhornLogits) {  // s2 = 30, comb base ±8: saturated softmax rows
-  MhcInputs in = synthetic("mhc/adv_spiky", 40, 512, true);
+  MhcInputs in = synthetic_mhc_inputs("mhc/adv_spiky", 40, 512, true);
   in.s.scale[2] = 30.0f;
   for (int i = 8; i < 24; ++i) in.base[static_cast<std::size_t>(i)] = (i % 3 == 0) ? 8.0f : -8.0f;
   check_case(mhc::make_tiling(512, 16), in);
@@ -663,7 +537,7 @@ TEST(MhcExecutorAdversarial,
 TEST(MhcExecutorAdversarial, CancellingStreamsAndZeroTokens) {
   // Stream 1 = −stream 0 and stream 3 = −stream 2 (+ one bf16 step), F = 0 on half the tokens;
   // token 5 all zero (ρ = 1/sqrt(eps), μ = 0).
-  MhcInputs in = synthetic("mhc/adv_cancel", 33, 512, true);
+  MhcInputs in = synthetic_mhc_inputs("mhc/adv_cancel", 33, 512, true);
   const std::int64_t d = in.d;
   for (std::int64_t t = 0; t < in.tokens; ++t)
     for (std::int64_t i = 0; i < d; ++i) {
@@ -681,44 +555,21 @@ TEST(MhcExecutorAdversarial, CancellingStreamsAndZeroTokens) {
 // ---------------------------------------------------------------- the tiny checkpoints' real
 // weights
 
-// A chain through every layer of a tiny checkpoint, as the model runs it: pre (attn, layer 0) on
-// the embedding streams, then per sub-block a fused launch (write-back of the previous sub-block
-// with a random sublayer output F, pre with this sub-block's real hc_*_fn/base/scale). Each launch
-// gets the previous launch's kernel outputs (x_out, coef) as inputs and passes every gate.
+// The chain through every layer of a tiny checkpoint (test::chain_launch): each launch gets the
+// previous launch's kernel outputs (x_out, coef) as inputs and passes every gate.
 void run_checkpoint_chain(const std::string& preset_dir, int cluster) {
-  const std::filesystem::path dir = source_dir() / "golden/checkpoints" / preset_dir;
-  const ModelConfig cfg = load_config(dir / "config.json");
-  const Checkpoint ckpt = Checkpoint::open(dir);
-  const std::int64_t T = 45, d = cfg.dim;
-  const mhc::Tiling tl = mhc::make_tiling(d, cluster);
-  const std::uint64_t g = global_seed();
-  std::vector<std::uint16_t> x = random_bf16(static_cast<std::size_t>(T * 4 * d),
-                                             derive_seed("mhc/" + preset_dir, "x", "45", g), 1.0);
+  const auto [cfg, ckpt] = test::open_tiny_checkpoint(preset_dir);
+  const std::int64_t T = 45;
+  const mhc::Tiling tl = mhc::make_tiling(cfg.dim, cluster);
+  std::vector<std::uint16_t> x = test::chain_start_streams(preset_dir, T, cfg.dim);
   std::vector<float> coef;
   for (std::int64_t l = 0; l < cfg.n_layers; ++l)
     for (const char* which : {"attn", "ffn"}) {
       const ref::HcParams hp = ref::load_hc_params(ckpt, cfg, layer_config(cfg, l).prefix, which);
-      MhcInputs in;
-      in.name = "mhc/" + preset_dir + "/" + hp.name;
-      in.tokens = T;
-      in.d = d;
-      in.fused = !coef.empty();
-      in.x = x;
-      for (Eigen::Index i = 0; i < hp.fn.size(); ++i) {
-        in.fn.push_back(static_cast<float>(hp.fn.data()[i]));
-        ASSERT_EQ(static_cast<double>(in.fn.back()), hp.fn.data()[i])
+      const MhcInputs in = test::chain_launch(preset_dir, cfg, hp, T, x, coef);
+      for (Eigen::Index i = 0; i < hp.fn.size(); ++i)
+        ASSERT_EQ(static_cast<double>(in.fn[static_cast<std::size_t>(i)]), hp.fn.data()[i])
             << in.name << ": fn is not fp32";
-      }
-      for (int i = 0; i < 24; ++i) in.base.push_back(static_cast<float>(hp.base(i)));
-      for (int i = 0; i < 3; ++i) in.s.scale[i] = static_cast<float>(hp.scale(i));
-      in.s.norm_eps = static_cast<float>(cfg.norm_eps);
-      in.s.hc_eps = static_cast<float>(cfg.hc_eps);
-      in.s.sinkhorn_iters = static_cast<int>(cfg.hc_sinkhorn_iters);
-      if (in.fused) {
-        in.f =
-            random_bf16(static_cast<std::size_t>(T * d), derive_seed(in.name, "f", "45", g), 1.0);
-        in.coef_in = coef;
-      }
       check_case(tl, in);
       const KernelOut k = run_executor(tl, in, 0x7FC1, 0x7FC0DEADu);
       if (in.fused) x = k.x_out;
@@ -735,7 +586,7 @@ TEST(MhcExecutorCheckpoint, TinyLongChain) { run_checkpoint_chain("tiny-long-s0"
 // The fused result of a token does not depend on the batch it sits in or on T (each token's
 // sums follow the same tiling): token t alone equals token t inside a batch of 45.
 TEST(MhcExecutor, BatchInvariance) {
-  const MhcInputs all = synthetic("mhc/batch_invariance", 45, 512, true);
+  const MhcInputs all = synthetic_mhc_inputs("mhc/batch_invariance", 45, 512, true);
   const mhc::Tiling tl = mhc::make_tiling(512, 16);
   const KernelOut ka = run_executor(tl, all, 0x7FC1, 0x7FC0DEADu);
   for (std::int64_t t : {0, 31, 32, 44}) {
@@ -754,7 +605,7 @@ TEST(MhcExecutor, BatchInvariance) {
 
 // The standalone write-back equals the fused launch's x_out (same per-element function).
 TEST(MhcExecutor, StandaloneWriteBackEqualsFused) {
-  const MhcInputs in = synthetic("mhc/post_only", 37, 512, true);
+  const MhcInputs in = synthetic_mhc_inputs("mhc/post_only", 37, 512, true);
   const KernelOut k = run_executor(mhc::make_tiling(512, 16), in, 0x7FC1, 0x7FC0DEADu);
   std::vector<std::uint16_t> xo(k.x_out.size(), 0x7FC1);
   mhc::executor_post(in.problem(), xo.data());
@@ -764,7 +615,7 @@ TEST(MhcExecutor, StandaloneWriteBackEqualsFused) {
 // Structured input: identity comb, post = 0 and one-hot fn rows make the transpose and the
 // stream/element layout visible: X' = X exactly, μ_r picks one element, u = Σ pre·X.
 TEST(MhcExecutor, IdentityMixingIsExact) {
-  MhcInputs in = synthetic("mhc/identity", 33, 512, true);
+  MhcInputs in = synthetic_mhc_inputs("mhc/identity", 33, 512, true);
   for (std::int64_t t = 0; t < in.tokens; ++t) {
     float* r = in.coef_in.data() + t * 24;
     for (int k = 0; k < 4; ++k) {
