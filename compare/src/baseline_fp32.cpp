@@ -144,6 +144,41 @@ std::vector<std::int64_t> topk_f(const std::vector<float>& s, std::int64_t k) {
   return idx;
 }
 
+// Sink attention of one query q [H·D] over keys [n, D] (§5.4): per head the logits q_h·k_s/sqrt(D),
+// their max M, P = e^{ℓ−M} (bf16 under kBf16AttnProbs, the denominator summing the unrounded
+// values), den = Σ P + e^{sink_h − M}, out_h = P·keys / den. n = 0: zeros.
+void attend_f(const float* q, const MatF& keys, const MatF& sink, std::int64_t H, std::int64_t D,
+              const PrecisionPolicy& pol, float* out) {
+  const std::int64_t n = keys.rows();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  std::vector<float> p(static_cast<std::size_t>(n));
+  for (std::int64_t h = 0; h < H; ++h) {
+    const float* qh = q + h * D;
+    if (n == 0) {
+      for (std::int64_t k = 0; k < D; ++k) out[h * D + k] = 0.0f;
+      continue;
+    }
+    float mx = kNegInfF;
+    for (std::int64_t s = 0; s < n; ++s) {
+      float dot = 0;
+      for (std::int64_t k = 0; k < D; ++k) dot += qh[k] * keys(s, k);
+      p[static_cast<std::size_t>(s)] = dot * scale;
+      mx = std::max(mx, p[static_cast<std::size_t>(s)]);
+    }
+    float den = 0;
+    for (std::int64_t s = 0; s < n; ++s)
+      den += (p[static_cast<std::size_t>(s)] = std::exp(p[static_cast<std::size_t>(s)] - mx));
+    den += std::exp(sink(0, h) - mx);
+    if (pol.on(QuantPoint::kBf16AttnProbs))
+      for (float& v : p) v = bf16f(v);
+    for (std::int64_t k = 0; k < D; ++k) {
+      float acc = 0;
+      for (std::int64_t s = 0; s < n; ++s) acc += p[static_cast<std::size_t>(s)] * keys(s, k);
+      out[h * D + k] = acc / den;
+    }
+  }
+}
+
 // Router scores s_e = sqrt(softplus(z·gate_e)) (§9.1): z [T, d], gate [E, d] -> [T, E].
 MatF router_scores_f(const MatF& z, const MatF& gate) {
   MatF scores = matmul_xwt(z, gate);
@@ -326,36 +361,60 @@ TensorSet sink_attention(const ComponentCall& call) {
   const MatF q = to_f(call.inputs.at("q"));
   const MatF keys = to_f(call.inputs.at("keys"));
   const MatF sink = to_f(call.inputs.at("sink"));
-  const std::int64_t H = call.c.dim("H"), D = call.c.dim("D"), n = keys.rows();
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  MatF o = MatF::Zero(q.rows(), q.cols());
-  std::vector<float> p(static_cast<std::size_t>(n));
-  for (Eigen::Index b = 0; b < q.rows() && n > 0; ++b)
-    for (std::int64_t h = 0; h < H; ++h) {
-      const float* qh = q.row(b).data() + h * D;
-      float mx = kNegInfF;
-      for (std::int64_t s = 0; s < n; ++s) {
-        float dot = 0;
-        for (std::int64_t k = 0; k < D; ++k) dot += qh[k] * keys(s, k);
-        p[static_cast<std::size_t>(s)] = dot * scale;
-        mx = std::max(mx, p[static_cast<std::size_t>(s)]);
-      }
-      float den = 0;
-      for (std::int64_t s = 0; s < n; ++s)
-        den += (p[static_cast<std::size_t>(s)] = std::exp(p[static_cast<std::size_t>(s)] - mx));
-      den += std::exp(sink(0, h) - mx);
-      if (call.policy.on(QuantPoint::kBf16AttnProbs))
-        for (float& v : p) v = bf16f(v);
-      for (std::int64_t k = 0; k < D; ++k) {
-        float acc = 0;
-        for (std::int64_t s = 0; s < n; ++s) acc += p[static_cast<std::size_t>(s)] * keys(s, k);
-        o(b, h * D + k) = acc / den;
-      }
-    }
+  const std::int64_t H = call.c.dim("H"), D = call.c.dim("D");
+  MatF o(q.rows(), q.cols());
+  for (Eigen::Index b = 0; b < q.rows(); ++b)
+    attend_f(q.row(b).data(), keys, sink, H, D, call.policy, o.row(b).data());
   bf16_if(o, call.policy, QuantPoint::kBf16AttnOut);
   TensorSet out;
   out.put("out", to_d(o), dtype_if(call.policy, QuantPoint::kBf16AttnOut));
   return out;
+}
+
+TensorSet attention_core(const ComponentCall& call) {
+  const MatF q = to_f(call.inputs.at("q"));
+  const MatF kv = to_f(call.inputs.at("kv"));
+  const MatF comp = to_f(call.inputs.at("compressed"));
+  const MatF sink = to_f(call.inputs.at("sink"));
+  const Mat& sel = call.inputs.at("selected");
+  const std::int64_t H = call.cfg.n_heads, D = call.cfg.head_dim, n_win = call.cfg.window_size;
+  const std::int64_t q0 = call.c.dim("q_start");
+  MatF o(q.rows(), q.cols());
+  for (Eigen::Index i = 0; i < q.rows(); ++i) {
+    const std::int64_t t = q0 + i, first = t >= n_win ? t - n_win + 1 : 0;
+    std::vector<std::int64_t> rows;  // window rows, then the selected entries (−1: padding)
+    for (Eigen::Index c = 0; c < sel.cols(); ++c)
+      if (sel(i, c) >= 0) rows.push_back(static_cast<std::int64_t>(sel(i, c)));
+    MatF keys(t - first + 1 + static_cast<std::int64_t>(rows.size()), D);
+    for (std::int64_t s = first; s <= t; ++s) keys.row(s - first) = kv.row(s);
+    for (std::size_t r = 0; r < rows.size(); ++r)
+      keys.row(t - first + 1 + static_cast<Eigen::Index>(r)) = comp.row(rows[r]);
+    attend_f(q.row(i).data(), keys, sink, H, D, call.policy, o.row(i).data());
+  }
+  bf16_if(o, call.policy, QuantPoint::kBf16AttnOut);
+  TensorSet out;
+  out.put("out", to_d(o), dtype_if(call.policy, QuantPoint::kBf16AttnOut));
+  return out;
+}
+
+TensorSet grouped_out_proj(const ComponentCall& call) {
+  const MatF o = to_f(call.inputs.at("o"));
+  const MatF wa = to_f(call.inputs.at("wo_a"));
+  const MatF wb = to_f(call.inputs.at("wo_b"));
+  const PrecisionPolicy& pol = call.policy;
+  const std::int64_t G = call.cfg.o_groups, ro = call.cfg.o_lora_rank, gin = o.cols() / G;
+  MatF y(o.rows(), G * ro);  // group g: heads g·H/G .. (g+1)·H/G − 1 times its rows of wo_a
+  for (std::int64_t g = 0; g < G; ++g)
+    y.middleCols(g * ro, ro) =
+        matmul_xwt(o.middleCols(g * gin, gin), wa.middleRows(g * ro, ro));
+  bf16_if(y, pol, QuantPoint::kBf16Linear);
+  if (pol.on(QuantPoint::kActQ8))  // the input of wo_b (fp8); wo_a's input is never Q8 (§15.7)
+    for (Eigen::Index t = 0; t < y.rows(); ++t) fake_quant_row(y.row(t).data(), y.cols(), 128, false);
+  MatF out = matmul_xwt(y, wb);
+  bf16_if(out, pol, QuantPoint::kBf16Linear);
+  TensorSet r;
+  r.put("out", to_d(out), dtype_if(pol, QuantPoint::kBf16Linear));
+  return r;
 }
 
 TensorSet compressor(const ComponentCall& call) {

@@ -18,9 +18,20 @@
 //   sink_attention
 //                 q [B, H·D] bf16, keys [n, D] bf16, sink [1, H] fp32 -> out [B, H·D]
 //                 (every query attends to all n keys, scale D^-1/2; n = 0: output 0)
+//   attention_core
+//                 q [Tq, H·D] bf16, kv [q_start + Tq, D] bf16 (row s = position s), compressed
+//                 [N, D] bf16, selected [Tq, K] index, sink [1, H] fp32 -> out [Tq, H·D]
+//                 (H, D, n_win of the config; query i at position t = q_start + i attends to the
+//                 kv rows max(0, t − n_win + 1) .. t, then to the selected entries, −1 trailing
+//                 padding skipped; every selected j < ⌊(t+1)/4⌋, the entries visible to t at
+//                 m = 4, as the indexer guarantees; output before de-rotation)
 //   derotate      o [T, H·D] bf16, positions [T, 1] -> out [T, H·D]
 //                 (H, D of the config; last r dims of every head rotated by −t·ω; YaRN table when
 //                 dim yarn = 1)
+//   grouped_out_proj
+//                 o [T, H·D] bf16, wo_a [G·R_o, H·D/G], wo_b [d, G·R_o] fp8_block128 -> out [T, d]
+//                 (heads in G contiguous groups; wo_a used dequantised with no Q8 on its input,
+//                 §15.7; wo_b's input Q8 under act_q8)
 //   compressor, indexer_compressor
 //                 x [T, d] bf16, wkv, wgate [c·w, d] bf16, ape [m, c·w] fp32, norm [1, w] bf16
 //                 -> entries [T/m, w]
@@ -784,6 +795,143 @@ ComponentSpec hash_router_spec() {
   return s;
 }
 
+// The selection lists of attention_core [Tq, K] (−1 trailing padding): for query position t only
+// entries j < V_t = min(N, ⌊(t+1)/4⌋) (the ones visible at m = 4, §6.4), distinct, in random
+// order. random / outliers: min(K, V_t) entries (rows with V_t < K padded); all_masked: every row
+// all padding (window-only attention); format_extremes: the count cycles over all K (rows full
+// when V_t >= K), none, one and a random count, each non-empty row holding the boundary entries
+// V_t − 1 and (from two entries on) 0.
+Mat selection_lists(const Case& c, std::int64_t q_start, std::int64_t Tq, std::int64_t N,
+                    std::int64_t K) {
+  Rng rng = rng_for(c, "selected", Tq, K);
+  Mat sel = Mat::Constant(Tq, K, -1.0);
+  for (std::int64_t i = 0; i < Tq; ++i) {
+    const std::int64_t V = std::min(N, ref::visible_entries(q_start + i, 4));
+    const std::int64_t full = std::min(K, V);
+    std::int64_t n = full;
+    if (c.kind == InputKind::kAllMasked) n = 0;
+    if (c.kind == InputKind::kFormatExtremes) {
+      const std::int64_t r = i % 4;
+      n = r == 0 ? full
+                 : (r == 1 ? 0
+                           : (r == 2 ? std::min<std::int64_t>(1, full)
+                                     : static_cast<std::int64_t>(
+                                           rng.below(static_cast<std::uint64_t>(full + 1)))));
+    }
+    if (n == 0) continue;
+    std::vector<std::int64_t> row = distinct_experts(rng, 0, V, n);
+    if (c.kind == InputKind::kFormatExtremes) {
+      const auto put_first = [&row](std::int64_t j, std::size_t at) {
+        const auto it = std::find(row.begin(), row.end(), j);
+        if (it != row.end()) std::iter_swap(it, row.begin() + static_cast<std::ptrdiff_t>(at));
+        else row[at] = j;
+      };
+      put_first(V - 1, 0);
+      if (n >= 2) put_first(0, 1);
+    }
+    for (std::int64_t j = 0; j < n; ++j) sel(i, j) = static_cast<double>(row[static_cast<std::size_t>(j)]);
+  }
+  return sel;
+}
+
+ComponentSpec attention_core_spec() {
+  ComponentSpec s;
+  s.name = "attention_core";
+  s.summary =
+      "core attention of a chunk: window max(0, t-n_win+1)..t plus selected compressed entries, "
+      "one softmax with the sink (§5.3, §5.4)";
+  s.inputs = {"q", "kv", "compressed", "selected", "sink"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers, InputKind::kAllMasked,
+             InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t Tq = c.dim("Tq"), q0 = c.dim("q_start"), N = c.dim("N"), K = c.dim("K");
+    const std::int64_t H = cfg.n_heads, D = cfg.head_dim;
+    // Logits q·k/sqrt(D) ~ N(0, sigma_q²): sigma 1 a soft softmax, 8 (outliers) a sharp one.
+    TensorSet in;
+    in.put("q", bf16_normal(c, "q", Tq, H * D, c.kind == InputKind::kOutliers ? 8.0 : 1.0),
+           "bf16");
+    in.put("kv", bf16_normal(c, "kv", q0 + Tq, D), "bf16");
+    in.put("compressed", bf16_normal(c, "compressed", N, D), "bf16");
+    in.put("selected", selection_lists(c, q0, Tq, N, K), "index");
+    in.put("sink", to_fp32(normal(c, "sink", 1, H)), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const Mat& sel = k.inputs.at("selected");
+    std::vector<std::vector<std::int64_t>> lists(static_cast<std::size_t>(sel.rows()));
+    for (Eigen::Index i = 0; i < sel.rows(); ++i)
+      for (Eigen::Index j = 0; j < sel.cols(); ++j)
+        lists[static_cast<std::size_t>(i)].push_back(static_cast<std::int64_t>(sel(i, j)));
+    TensorSet out;
+    out.put("out",
+            ref::attention_core(k.inputs.at("q"), k.inputs.at("kv"), k.inputs.at("compressed"),
+                                lists, row_vec(k.inputs.at("sink")), k.c.dim("q_start"), k.cfg,
+                                k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16AttnOut));
+    return out;
+  };
+  s.baseline_fp32 = fp32::attention_core;
+  return s;
+}
+
+// Weights stored as e4m3 values with one ue8m0 scale per 128x128 block (§1.5): N(0, sigma²)
+// values rounded to e4m3 under a block scale 2^e, e drawn from three exponents around
+// log2(sigma) − 4 (values up to about 2^6 · 2^e, inside e4m3's ±448).
+Mat fp8_weight(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
+               double sigma) {
+  Rng rng = rng_for(c, tensor, rows, cols);
+  const int e0 = static_cast<int>(std::lround(std::log2(sigma))) - 4;
+  const std::int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+  std::vector<int> e(static_cast<std::size_t>(br * bc));
+  for (int& v : e) v = e0 - 1 + static_cast<int>(rng.below(3));
+  Mat w(rows, cols);
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const double sc = std::ldexp(1.0, e[static_cast<std::size_t>((i / 128) * bc + j / 128)]);
+      w(i, j) = fmt::round_e4m3(rng.normal(0.0, sigma) / sc) * sc;
+    }
+  return w;
+}
+
+ComponentSpec grouped_out_proj_spec() {
+  ComponentSpec s;
+  s.name = "grouped_out_proj";
+  s.summary =
+      "grouped low-rank output projection: heads in G contiguous groups, y_g = W_oa[g] z_g, "
+      "a = W_ob concat_g(y_g) (§5.5)";
+  s.inputs = {"o", "wo_a", "wo_b"};
+  s.outputs = {"out"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), G = cfg.o_groups, ro = cfg.o_lora_rank;
+    const std::int64_t gin = cfg.group_in_dim();
+    Mat o = bf16_normal(c, "o", T, cfg.q_dim());
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "o", o);
+    TensorSet in;
+    in.put("o", std::move(o), "bf16");
+    in.put("wo_a", fp8_weight(c, "wo_a", G * ro, gin, 1.0 / std::sqrt(static_cast<double>(gin))),
+           "fp8_block128");
+    in.put("wo_b",
+           fp8_weight(c, "wo_b", cfg.dim, G * ro, 1.0 / std::sqrt(static_cast<double>(G * ro))),
+           "fp8_block128");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    // As loaded from a checkpoint: both fp8; wo_a dequantised without Q8 on its input (§15.7).
+    const ref::LinearWeight wa =
+        linear("case.attn.wo_a", k.inputs.at("wo_a"), ref::WeightStorage::kFp8, false);
+    const ref::LinearWeight wb =
+        linear("case.attn.wo_b", k.inputs.at("wo_b"), ref::WeightStorage::kFp8, true);
+    TensorSet out;
+    out.put("out", ref::grouped_output_projection(k.inputs.at("o"), wa, wb, k.cfg, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Linear));
+    return out;
+  };
+  s.baseline_fp32 = fp32::grouped_out_proj;
+  return s;
+}
+
 ComponentSpec expert_spec() {
   ComponentSpec s;
   s.name = "expert";
@@ -946,11 +1094,16 @@ ComponentSpec dequant_fp4_spec() {
 
 const std::vector<ComponentSpec>& components() {
   static const std::vector<ComponentSpec> specs = {
-      rms_norm_spec(),       rope_spec(),       hadamard_spec(),        sinkhorn_spec(),
-      hc_pre_spec(),         hc_post_spec(),    hc_head_spec(),         key_window_spec(),
-      sink_attention_spec(), derotate_spec(),   compressor_spec(false), compressor_spec(true),
-      index_scores_spec(),   router_spec(),     hash_router_spec(),     expert_spec(),
-      dequant_fp8_spec(),    dequant_fp4_spec()};
+      rms_norm_spec(),         rope_spec(),
+      hadamard_spec(),         sinkhorn_spec(),
+      hc_pre_spec(),           hc_post_spec(),
+      hc_head_spec(),          key_window_spec(),
+      sink_attention_spec(),   attention_core_spec(),
+      derotate_spec(),         grouped_out_proj_spec(),
+      compressor_spec(false),  compressor_spec(true),
+      index_scores_spec(),     router_spec(),
+      hash_router_spec(),      expert_spec(),
+      dequant_fp8_spec(),      dequant_fp4_spec()};
   return specs;
 }
 
@@ -1040,12 +1193,31 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("sink_attention", tf, {{"B", 5}, {"H", 4}, {"D", 128}, {"n", 150}}, K::kRandom, P::kOfficial);
   add("sink_attention", fl, {{"B", 1}, {"H", 64}, {"D", 512}, {"n", 640}}, K::kRandom, P::kExact);
 
+  // attention_core (§5.3–5.4, H = 4, D = 128, n_win = 128, K_I = 32): queries 112 .. 142 cross the
+  // first full window (t = 127) and see 28 .. 35 of the 40 entries (rows below 32 visible are
+  // padded); format_extremes runs from q_start 0 (partial windows) past n_win with trailing
+  // padding of every length. V4-Flash: 64 heads of 512, 300 entries, K = 512 (212+ padding).
+  const std::vector<std::pair<std::string, std::int64_t>> core = {
+      {"Tq", 31}, {"q_start", 112}, {"N", 40}, {"K", 32}};
+  for (K k : {K::kRandom, K::kOutliers, K::kAllMasked}) add("attention_core", tf, core, k, P::kExact);
+  add("attention_core", tf, {{"Tq", 131}, {"q_start", 0}, {"N", 40}, {"K", 32}}, K::kFormatExtremes,
+      P::kExact);
+  add("attention_core", tf, core, K::kRandom, P::kOfficial);
+  add("attention_core", fl, {{"Tq", 2}, {"q_start", 1198}, {"N", 300}, {"K", 512}}, K::kRandom,
+      P::kExact);
+
   // derotate (§5.5): H·D of the config (tiny-flash 4 x 128, V4-Flash 64 x 512).
   add("derotate", tf, {{"T", 31}, {"yarn", 0}, {"p0", 0}}, K::kRandom, P::kExact);
   add("derotate", tf, {{"T", 31}, {"yarn", 1}, {"p0", 100}}, K::kRandom, P::kOfficial);
   for (P m : {P::kExact, P::kOfficial})
     add("derotate", tf, {{"T", 8}, {"yarn", 1}, {"p0", 0}}, K::kFormatExtremes, m);
   add("derotate", fl, {{"T", 2}, {"yarn", 1}, {"p0", 1048574}}, K::kRandom, P::kOfficial);
+
+  // grouped_out_proj (§5.5): tiny-flash G = 2 groups of 2 heads, R_o = 64, wo_a [128, 256];
+  // V4-Flash G = 8, R_o = 1024, wo_a [8192, 4096], wo_b [4096, 8192] (slow: 67M fp8 weights).
+  for (K k : {K::kRandom, K::kOutliers}) add("grouped_out_proj", tf, {{"T", 17}}, k, P::kExact);
+  add("grouped_out_proj", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
+  add("grouped_out_proj", fl, {{"T", 2}}, K::kRandom, P::kExact, true);
 
   for (K k : {K::kRandom, K::kOutliers}) add("compressor", tf, {{"T", 67}, {"m", 4}}, k, P::kExact);
   add("compressor", tf, {{"T", 67}, {"m", 4}}, K::kRandom, P::kOfficial);

@@ -314,6 +314,41 @@ void sink_attention_f32(const float* q, const F32Mat& keys, std::span<const floa
   }
 }
 
+F32Mat gather_keys_f32(const F32Mat& kv, std::int64_t first, std::int64_t t, const F32Mat& comp,
+                       std::span<const std::int64_t> selected) {
+  const std::int64_t lo = std::max<std::int64_t>(first, 0), D = kv.cols;
+  if (t >= kv.rows)
+    throw ShapeError("fp32 port: gather_keys: query position " + std::to_string(t) + " but " +
+                     std::to_string(kv.rows) + " kv rows");
+  std::int64_t n_sel = 0;
+  for (const std::int64_t j : selected) {
+    if (j == -1) continue;
+    if (j < 0 || j >= comp.rows)
+      throw ShapeError("fp32 port: selected entry " + std::to_string(j) + " outside the " +
+                       std::to_string(comp.rows) + " compressed entries");
+    ++n_sel;
+  }
+  F32Mat keys(std::max<std::int64_t>(0, t - lo + 1) + n_sel, D);
+  std::int64_t n = 0;
+  for (std::int64_t p = lo; p <= t; ++p, ++n) std::copy(kv.row(p), kv.row(p) + D, keys.row(n));
+  for (const std::int64_t j : selected)
+    if (j != -1) std::copy(comp.row(j), comp.row(j) + D, keys.row(n++));
+  return keys;
+}
+
+void o_group_proj_f32(const F32Mat& o, const F32Mat& wo_a, std::int64_t groups,
+                      std::int64_t head_dim, F32Mat& y) {
+  const std::int64_t gw = o.cols / groups, ro = wo_a.rows / groups;
+  if (groups <= 0 || o.cols % groups != 0 || gw % head_dim != 0 || wo_a.cols != gw ||
+      wo_a.rows % groups != 0 || y.rows != o.rows || y.cols != wo_a.rows)
+    throw ShapeError("fp32 port: o_group_proj: o " + dims(o.rows, o.cols) + ", wo_a " +
+                     dims(wo_a.rows, wo_a.cols) + ", y " + dims(y.rows, y.cols) + " in " +
+                     std::to_string(groups) + " groups");
+  for (std::int64_t g = 0; g < groups; ++g)
+    gemm_f32(o.v.data() + g * gw, o.cols, o.rows, wo_a.row(g * ro), wo_a.cols, ro, gw,
+             y.v.data() + g * ro, y.cols);
+}
+
 F32Mat compressor_pool_f32(const F32Mat& kv, const F32Mat& gate, const F32Mat& ape, int ratio,
                            std::int64_t width) {
   const std::int64_t m = ratio, c = ratio == 4 ? 2 : 1, T = kv.rows, n = T / m;
@@ -471,6 +506,8 @@ Fp32Components make_defaults() {
   c.hc_head_weights = hc_head_weights_f32;
   c.window_start = window_start_f32;
   c.sink_attention = sink_attention_f32;
+  c.gather_keys = gather_keys_f32;
+  c.o_group_proj = o_group_proj_f32;
   c.compressor_pool = compressor_pool_f32;
   c.entry_position = entry_position_f32;
   c.index_scores = index_scores_f32;
@@ -496,6 +533,8 @@ void require_complete(const Fp32Components& c, const std::string& who) {
       {"hc_head_weights", static_cast<bool>(c.hc_head_weights)},
       {"window_start", static_cast<bool>(c.window_start)},
       {"sink_attention", static_cast<bool>(c.sink_attention)},
+      {"gather_keys", static_cast<bool>(c.gather_keys)},
+      {"o_group_proj", static_cast<bool>(c.o_group_proj)},
       {"compressor_pool", static_cast<bool>(c.compressor_pool)},
       {"entry_position", static_cast<bool>(c.entry_position)},
       {"index_scores", static_cast<bool>(c.index_scores)},
@@ -701,6 +740,34 @@ F32Mat f32_hc_head(const Fp32Components& c, const F32Mat& x, const F32HcParams& 
   return y;
 }
 
+F32Mat f32_attention_core(const Fp32Components& c, const F32Mat& q, const F32Mat& kv,
+                          const F32Mat& compressed, std::span<const std::int64_t> selected,
+                          std::int64_t k, std::span<const float> sink, std::int64_t q_start,
+                          std::int64_t n_heads, std::int64_t head_dim, std::int64_t n_win) {
+  if (q.cols != n_heads * head_dim || kv.cols != head_dim || q_start < 0 ||
+      kv.rows < q_start + q.rows || k < 0 || static_cast<std::int64_t>(selected.size()) != q.rows * k)
+    throw ShapeError("fp32 port: attention_core: q " + dims(q.rows, q.cols) + ", kv " +
+                     dims(kv.rows, kv.cols) + ", " + std::to_string(selected.size()) +
+                     " selection entries for k = " + std::to_string(k) + ", q_start " +
+                     std::to_string(q_start));
+  F32Mat o = F32Mat::poisoned(q.rows, q.cols);
+  const float scale = 1.0f / std::sqrt(f(head_dim));
+  for (std::int64_t i = 0; i < q.rows; ++i) {
+    const std::int64_t t = q_start + i;
+    const F32Mat keys = c.gather_keys(kv, c.window_start(t, n_win), t, compressed,
+                                      selected.subspan(sz(i * k), sz(k)));
+    c.sink_attention(q.row(i), keys, sink, n_heads, head_dim, scale, o.row(i));
+  }
+  return o;
+}
+
+F32Mat f32_grouped_out_proj(const Fp32Components& c, const F32Mat& o, const F32Mat& wo_a,
+                            const F32Mat& wo_b, std::int64_t groups, std::int64_t head_dim) {
+  F32Mat y = F32Mat::poisoned(o.rows, wo_a.rows);
+  c.o_group_proj(o, wo_a, groups, head_dim, y);
+  return f32_linear(c, y, wo_b);
+}
+
 F32Mat f32_compress(const Fp32Components& c, const F32Mat& x, const F32CompressorWeights& w,
                     std::span<const float> omega, float norm_eps) {
   const F32Mat kv = f32_linear(c, x, w.wkv);  // [T, c·w]
@@ -872,14 +939,18 @@ F32Mat Fp32Forward::attention(const F32LayerWeights& w, const F32Mat& xa,
   c.rms_norm(kvraw, w.kv_norm, eps, D, kv);
   c.rope(kv, 1, D, pos, w.omega, false);
 
-  // §6 compressed entries, §7 selection
+  // §6 compressed entries, §7 selection: sel [T, k] row-major with −1 trailing padding, the
+  // index matrix a kernel receives (HCA: all visible entries; CSA: the indexer's top-k)
   F32Mat comp(0, D);
-  std::vector<std::vector<std::int64_t>> sel(sz(T));
+  std::vector<std::int64_t> sel;
+  std::int64_t k = 0;
   const int m = w.layer.ratio;
   if (w.has_compressor) comp = f32_compress(c, xa, w.compressor, w.omega, eps);
   if (w.layer.kind == LayerKind::kHca) {
+    k = T > 0 ? std::min(comp.rows, visible(T - 1, m)) : 0;
+    sel.assign(sz(T * k), -1);
     for (std::int64_t t = 0; t < T; ++t)
-      for (std::int64_t j = 0; j < std::min(comp.rows, visible(t, m)); ++j) sel[sz(t)].push_back(j);
+      for (std::int64_t j = 0; j < std::min(comp.rows, visible(t, m)); ++j) sel[sz(t * k + j)] = j;
   } else if (w.layer.kind == LayerKind::kCsa) {
     const std::int64_t HI = cfg.index_n_heads, DI = cfg.index_head_dim;
     const F32Mat keys = f32_compress(c, xa, w.indexer_compressor, w.omega, eps);  // [N, D_I]
@@ -891,14 +962,18 @@ F32Mat Fp32Forward::attention(const F32LayerWeights& w, const F32Mat& xa,
     for (float& v : wi.v) v *= wscale;
     F32Mat scores = F32Mat::poisoned(T, keys.rows);
     c.index_scores(qi, wi, keys, pos, HI, DI, scores);
-    F32Mat idx(T, cfg.index_topk, -1.0f);
+    k = cfg.index_topk;
+    sel.assign(sz(T * k), -1);
+    F32Mat idx(T, k, -1.0f);
     for (std::int64_t t = 0; t < T; ++t) {
-      sel[sz(t)] = c.index_topk(scores.row(t), scores.cols, t, cfg.index_topk);
-      if (static_cast<std::int64_t>(sel[sz(t)].size()) > cfg.index_topk)
-        throw ShapeError("fp32 port: index_topk returned " + std::to_string(sel[sz(t)].size()) +
-                         " entries for k = " + std::to_string(cfg.index_topk));
-      for (std::size_t r = 0; r < sel[sz(t)].size(); ++r)
-        idx.at(t, static_cast<std::int64_t>(r)) = static_cast<float>(sel[sz(t)][r]);
+      const std::vector<std::int64_t> top = c.index_topk(scores.row(t), scores.cols, t, k);
+      if (static_cast<std::int64_t>(top.size()) > k)
+        throw ShapeError("fp32 port: index_topk returned " + std::to_string(top.size()) +
+                         " entries for k = " + std::to_string(k));
+      for (std::size_t r = 0; r < top.size(); ++r) {
+        sel[sz(t * k) + r] = top[r];
+        idx.at(t, static_cast<std::int64_t>(r)) = static_cast<float>(top[r]);
+      }
     }
     if (trace != nullptr) {
       trace->tensors["attn.index_keys"] = to_f64(keys);
@@ -907,33 +982,13 @@ F32Mat Fp32Forward::attention(const F32LayerWeights& w, const F32Mat& xa,
     }
   }
 
-  // §5.3–5.4: per query, gather window ∪ selected keys into one contiguous buffer
-  F32Mat o = F32Mat::poisoned(T, H * D);
-  const float scale = 1.0f / std::sqrt(f(D));
-  for (std::int64_t t = 0; t < T; ++t) {
-    const std::int64_t first = c.window_start(t, cfg.window_size);
-    const auto& s = sel[sz(t)];
-    F32Mat keys(std::max<std::int64_t>(0, t - first + 1) + static_cast<std::int64_t>(s.size()), D);
-    std::int64_t n = 0;
-    for (std::int64_t p = std::max<std::int64_t>(first, 0); p <= t; ++p, ++n)
-      std::copy(kv.row(p), kv.row(p) + D, keys.row(n));
-    for (std::int64_t j : s) {
-      if (j < 0 || j >= comp.rows)
-        throw ShapeError("fp32 port: selected entry " + std::to_string(j) + " outside the " +
-                         std::to_string(comp.rows) + " compressed entries");
-      std::copy(comp.row(j), comp.row(j) + D, keys.row(n++));
-    }
-    c.sink_attention(q.row(t), keys, w.attn_sink, H, D, scale, o.row(t));
-  }
+  // §5.3–5.4: per query, window ∪ selected keys gathered into one contiguous buffer
+  const F32Mat o =
+      f32_attention_core(c, q, kv, comp, sel, k, w.attn_sink, 0, H, D, cfg.window_size);
   // §5.5 de-rotation, grouped output projection
   F32Mat od = o;
   c.rope(od, H, D, pos, w.omega, true);
-  const std::int64_t G = cfg.o_groups, gw = H * D / G, ro = cfg.o_lora_rank;
-  F32Mat y = F32Mat::poisoned(T, G * ro);
-  for (std::int64_t g = 0; g < G; ++g)
-    c.gemm(od.v.data() + g * gw, od.cols, T, w.wo_a.row(g * ro), w.wo_a.cols, ro, gw,
-           y.v.data() + g * ro, y.cols);
-  F32Mat out = f32_linear(c, y, w.wo_b);
+  F32Mat out = f32_grouped_out_proj(c, od, w.wo_a, w.wo_b, cfg.o_groups, D);
   if (trace != nullptr) {
     trace->tensors["attn.c"] = to_f64(cl);
     trace->tensors["attn.q"] = to_f64(q);
@@ -1266,6 +1321,26 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
          for (std::int64_t b = 0; b < q.rows; ++b)
            c.sink_attention(q.row(b), keys, sink, H, D, 1.0f / std::sqrt(f(D)), o.row(b));
          return out1("out", o);
+       }},
+      {"attention_core",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const ref::Mat& sd = k.inputs.at("selected");  // [Tq, K] row-major, −1 padding
+         std::vector<std::int64_t> sel(sz(sd.size()));
+         for (Eigen::Index i = 0; i < sd.size(); ++i)
+           sel[sz(i)] = static_cast<std::int64_t>(sd.data()[i]);
+         const ref::Mat& cd = k.inputs.at("compressed");
+         const F32Mat comp =
+             cd.size() == 0 ? F32Mat(cd.rows(), cd.cols()) : in_f32(k.inputs, "compressed");
+         return out1("out", f32_attention_core(c, in_f32(k.inputs, "q"), in_f32(k.inputs, "kv"),
+                                               comp, sel, sd.cols(), row_f32(k.inputs, "sink"),
+                                               k.c.dim("q_start"), k.cfg.n_heads,
+                                               k.cfg.head_dim, k.cfg.window_size));
+       }},
+      {"grouped_out_proj",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         return out1("out", f32_grouped_out_proj(c, in_f32(k.inputs, "o"),
+                                                 in_f32(k.inputs, "wo_a"), in_f32(k.inputs, "wo_b"),
+                                                 k.cfg.o_groups, k.cfg.head_dim));
        }},
       {"compressor",
        [](const Fp32Components& c, const ComponentCall& k) {

@@ -14,8 +14,9 @@
 // along a chosen direction and the reference is run teacher-forced on it, then the mutant on the
 // same input.
 // Every mutated member is exercised by at least one runner component (the key window, the
-// de-rotation, hc_head and hash routing through key_window, derotate, hc_head and hash_router), so
-// both harnesses judge all mutants. The unmutated port passes every input used here (control), so
+// de-rotation, hc_head and hash routing through key_window, derotate, hc_head and hash_router; the
+// key gathering and the grouped projection through attention_core and grouped_out_proj), so both
+// harnesses judge all mutants. The unmutated port passes every input used here (control), so
 // no catch is vacuous. The catch rates are printed; both must be 100% of all mutants.
 #include <gtest/gtest.h>
 
@@ -135,7 +136,7 @@ const std::vector<Mutant>& mutants() {
       {"sink-missing-from-denominator",
        "sink_attention",
        "softmax without the e^{sink_h} term (§5.4, §14.7)",
-       {"sink_attention"},
+       {"sink_attention", "attention_core"},
        "layers.0.attn.o",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -365,7 +366,7 @@ const std::vector<Mutant>& mutants() {
       {"sink-scaled-like-a-logit",
        "sink_attention",
        "the sink multiplied by D^{-1/2} like the logits (§5.4: it is not)",
-       {"sink_attention"},
+       {"sink_attention", "attention_core"},
        "layers.0.attn.o",
        Steer::kNone,
        [](Fp32Components& c) {
@@ -418,12 +419,97 @@ const std::vector<Mutant>& mutants() {
       {"window-one-token-short",
        "window_start",
        "window of n_win − 1 keys: max(0, t − n_win + 2) .. t (§5.3)",
-       {"key_window"},
+       {"key_window", "attention_core"},
        "layers.0.attn.o",
        Steer::kNone,
        [](Fp32Components& c) {
          c.window_start = [base = c.window_start](std::int64_t t, std::int64_t n) {
            return base(t, n - 1);
+         };
+       }},
+      {"window-one-token-long",
+       "window_start",
+       "window starts at t − n_win (n_win + 1 keys) instead of t − n_win + 1 (§5.3)",
+       {"key_window", "attention_core"},
+       "layers.0.attn.o",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.window_start = [base = c.window_start](std::int64_t t, std::int64_t n) {
+           return base(t, n + 1);
+         };
+       }},
+      {"selection-padding-as-entry-0",
+       "gather_keys",
+       "a −1 padding slot of the selection read as compressed entry 0 (§5.3: padding is no key)",
+       {"attention_core"},
+       // The first CSA layer: rows with fewer than K_I = 32 visible entries (t < 131) are padded.
+       "layers.2.attn.o",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.gather_keys = [base = c.gather_keys](const F32Mat& kv, std::int64_t first,
+                                                std::int64_t t, const F32Mat& comp,
+                                                std::span<const std::int64_t> sel) {
+           std::vector<std::int64_t> s(sel.begin(), sel.end());
+           for (std::int64_t& j : s)
+             if (j == -1 && comp.rows > 0) j = 0;
+           return base(kv, first, t, comp, s);
+         };
+       }},
+      {"selection-padding-as-last-entry",
+       "gather_keys",
+       "a −1 padding slot read as the last compressed entry (Python's x[-1]) (§5.3)",
+       {"attention_core"},
+       "layers.2.attn.o",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.gather_keys = [base = c.gather_keys](const F32Mat& kv, std::int64_t first,
+                                                std::int64_t t, const F32Mat& comp,
+                                                std::span<const std::int64_t> sel) {
+           std::vector<std::int64_t> s(sel.begin(), sel.end());
+           for (std::int64_t& j : s)
+             if (j == -1) j = comp.rows - 1;
+           return base(kv, first, t, comp, s);
+         };
+       }},
+      {"selected-entries-read-from-kv",
+       "gather_keys",
+       "selected entry j gathered from the window KV (row j) instead of the compressed entries "
+       "(§5.3)",
+       {"attention_core"},
+       "layers.2.attn.o",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.gather_keys = [base = c.gather_keys](const F32Mat& kv, std::int64_t first,
+                                                std::int64_t t, const F32Mat& comp,
+                                                std::span<const std::int64_t> sel) {
+           F32Mat keys = base(kv, first, t, comp, sel);
+           std::int64_t n = t - std::max<std::int64_t>(first, 0) + 1;
+           for (const std::int64_t j : sel)
+             if (j != -1 && j < kv.rows) {
+               std::copy(kv.row(j), kv.row(j) + kv.cols, keys.row(n));
+               ++n;
+             }
+           return keys;
+         };
+       }},
+      {"o-groups-interleaved",
+       "o_group_proj",
+       "heads assigned to output groups interleaved (head h in group h mod G) instead of "
+       "contiguous (group g = heads g·H/G .. (g+1)·H/G − 1) (§5.5)",
+       {"grouped_out_proj"},
+       "layers.0.attn.out",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.o_group_proj = [base = c.o_group_proj](const F32Mat& o, const F32Mat& wo_a,
+                                                  std::int64_t groups, std::int64_t hd, F32Mat& y) {
+           const std::int64_t heads = o.cols / hd, per = heads / groups;
+           F32Mat oi(o.rows, o.cols);  // slot i of group g holds head i·G + g
+           for (std::int64_t t = 0; t < o.rows; ++t)
+             for (std::int64_t g = 0; g < groups; ++g)
+               for (std::int64_t i = 0; i < per; ++i)
+                 std::copy(o.row(t) + (i * groups + g) * hd, o.row(t) + (i * groups + g + 1) * hd,
+                           oi.row(t) + (g * per + i) * hd);
+           base(oi, wo_a, groups, hd, y);
          };
        }},
       {"derotation-skipped",
@@ -600,7 +686,7 @@ RunnerOptions no_bundles() {
 // ------------------------------------------------------------------ tests
 
 TEST(Mutants, ListCoversTheIssue) {
-  EXPECT_GE(mutants().size(), 15u);
+  EXPECT_GE(mutants().size(), 29u);
   std::int64_t runner_visible = 0;
   for (const Mutant& m : mutants()) {
     runner_visible += !m.runner.empty();

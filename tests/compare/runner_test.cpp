@@ -21,6 +21,7 @@
 
 #include "../common/test_support.hpp"
 #include "v4ref/compare/bundle.hpp"
+#include "v4ref/ref/attention.hpp"
 
 namespace v4ref::compare {
 
@@ -237,6 +238,85 @@ TEST(RunnerTable, KeyWindowCasesCrossTheWindowBoundary) {
   }
 }
 
+// The attention_core selections keep the indexer's contract: every selected entry j of query t
+// is visible, j < ⌊(t+1)/4⌋, distinct within its row, with −1 only as trailing padding; the
+// random-kind cases have padded and unpadded rows and full and partial windows, the
+// format_extremes case has rows of every padding length class (none, all, partial).
+TEST(RunnerTable, AttentionCoreSelectionsAreVisibleAndTrailingPadded) {
+  std::int64_t cases = 0;
+  for (const Case& c : case_table(0)) {
+    if (c.component != "attention_core") continue;
+    ++cases;
+    const ModelConfig& cfg = case_config(c);
+    const Mat sel = component(c.component).make_inputs(c, cfg).at("selected");
+    const std::int64_t q0 = c.dim("q_start"), K = c.dim("K");
+    ASSERT_EQ(sel.cols(), K) << c.name();
+    std::int64_t full = 0, empty = 0, partial = 0;
+    for (Eigen::Index i = 0; i < sel.rows(); ++i) {
+      const std::int64_t t = q0 + i;
+      std::set<double> seen;
+      std::int64_t n = 0;
+      while (n < K && sel(i, n) >= 0) ++n;
+      for (std::int64_t j = 0; j < K; ++j) {
+        if (j < n) {
+          EXPECT_LT(sel(i, j), static_cast<double>(ref::visible_entries(t, 4)))
+              << c.name() << " row " << i;
+          EXPECT_TRUE(seen.insert(sel(i, j)).second) << c.name() << " row " << i;
+        } else {
+          EXPECT_EQ(sel(i, j), -1.0) << c.name() << " row " << i << ": padding not trailing";
+        }
+      }
+      full += n == K;
+      empty += n == 0;
+      partial += n > 0 && n < K;
+    }
+    if (c.kind == InputKind::kAllMasked) {
+      EXPECT_EQ(empty, sel.rows()) << c.name();
+    } else if (c.config == "tiny-flash") {
+      EXPECT_GT(full, 0) << c.name();
+      EXPECT_GT(partial, 0) << c.name();
+      if (c.kind == InputKind::kFormatExtremes) {
+        EXPECT_GT(empty, 0) << c.name();
+      }
+      EXPECT_LT(q0, cfg.window_size - 1) << c.name() << ": no partial window";
+      EXPECT_GE(q0 + sel.rows() - 1, cfg.window_size) << c.name() << ": no full window";
+    } else {
+      EXPECT_GT(partial, 0) << c.name() << ": K = " << K << " rows without padding only";
+    }
+  }
+  EXPECT_GE(cases, 6);
+}
+
+// An all-padding selection is window-only attention: the all_masked case equals attention_core
+// with no selection lists and equals sink_attention over the window rows of each query, in the
+// exact and official policies, bitwise.
+TEST(RunnerTable, AllPaddingSelectionIsWindowOnlyAttention) {
+  for (const Case& c : case_table(0)) {
+    if (c.component != "attention_core" || c.kind != InputKind::kAllMasked) continue;
+    const ModelConfig& cfg = case_config(c);
+    const TensorSet in = component(c.component).make_inputs(c, cfg);
+    const std::int64_t q0 = c.dim("q_start"), H = cfg.n_heads, D = cfg.head_dim;
+    const Mat& q = in.at("q");
+    const Mat& kv = in.at("kv");
+    const ref::Vec sink = Eigen::Map<const ref::Vec>(in.at("sink").data(), H);
+    for (const PrecisionPolicy& pol : {PrecisionPolicy::exact(), PrecisionPolicy::official()}) {
+      Case cm = c;
+      cm.mode = pol == PrecisionPolicy::exact() ? PrecisionMode::kExact : PrecisionMode::kOfficial;
+      const Mat padded = component(c.component).reference({cm, cfg, pol, in}).at("out");
+      const Mat none = ref::attention_core(q, kv, in.at("compressed"), {}, sink, q0, cfg, pol);
+      EXPECT_TRUE(padded == none) << c.name();
+      for (Eigen::Index i = 0; i < q.rows(); ++i) {
+        const ref::WindowRange w = ref::window_range(q0 + i, cfg.window_size);
+        const Mat qh = Eigen::Map<const Mat>(q.row(i).data(), H, D);
+        const Mat oh = ref::sink_attention(qh, kv.middleRows(w.first, w.size()), sink,
+                                           1.0 / std::sqrt(static_cast<double>(D)), pol);
+        EXPECT_TRUE(padded.row(i) == Eigen::Map<const Eigen::RowVectorXd>(oh.data(), H * D))
+            << c.name() << " query " << i;
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ mutants, bundles, replay
 
 TensorSet wrong_rms_norm(const ComponentCall& call) {
@@ -351,3 +431,4 @@ TEST(RunnerMutant, WrongShapeIsNamed) {
 
 }  // namespace
 }  // namespace v4ref::compare
+

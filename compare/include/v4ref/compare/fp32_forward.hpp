@@ -194,6 +194,18 @@ struct Fp32Components {
   std::function<void(const float* q, const F32Mat& keys, std::span<const float> sink,
                      std::int64_t n_heads, std::int64_t head_dim, float scale, float* out)>
       sink_attention;
+  // The key list of one query (§5.3) gathered into a contiguous buffer: kv rows first .. t (the
+  // window, increasing position), then the rows of `compressed` named by `selected` in list
+  // order; −1 entries are padding and contribute no key. [n, D].
+  std::function<F32Mat(const F32Mat& kv, std::int64_t first, std::int64_t t,
+                       const F32Mat& compressed, std::span<const std::int64_t> selected)>
+      gather_keys;
+  // §5.5 grouped projection: the heads of o [T, H·D] (head_dim columns each) in `groups`
+  // contiguous groups of H/G heads; y[:, g·R_o .. (g+1)·R_o) = o_g · wo_a[g·R_o .. (g+1)·R_o)ᵀ
+  // with wo_a [G·R_o, H·D/G] -> y [T, G·R_o] (group-major).
+  std::function<void(const F32Mat& o, const F32Mat& wo_a, std::int64_t groups,
+                     std::int64_t head_dim, F32Mat& y)>
+      o_group_proj;
 
   // -- compressor (§6)
   // Pooled entries Ĉ_j (§6.1/§6.2, before §6.3) of every complete block: kv, gate [T, c·w]
@@ -246,6 +258,19 @@ F32HcPre f32_hc_pre(const Fp32Components& c, const F32Mat& x, const F32HcParams&
 // hc_head (§4.5): hc_mix, hc_head_weights and hc_collapse.
 F32Mat f32_hc_head(const Fp32Components& c, const F32Mat& x, const F32HcParams& p, std::int64_t hc,
                    float norm_eps, float hc_eps);
+
+// Core attention of the queries q [Tq, H·D] at positions q_start .. q_start + Tq − 1 (§5.3–5.4):
+// per query t, window_start, gather_keys over kv [>= q_start + Tq, D] (row s = position s) and
+// compressed [N, D] with the row of `selected` ([Tq, k] row-major, −1 trailing padding; k = 0: no
+// compressed keys), then sink_attention with scale D^-1/2: o [Tq, H·D] before de-rotation.
+F32Mat f32_attention_core(const Fp32Components& c, const F32Mat& q, const F32Mat& kv,
+                          const F32Mat& compressed, std::span<const std::int64_t> selected,
+                          std::int64_t k, std::span<const float> sink, std::int64_t q_start,
+                          std::int64_t n_heads, std::int64_t head_dim, std::int64_t n_win);
+// §5.5 grouped output projection of the de-rotated o [T, H·D]: o_group_proj, then wo_b
+// [d, G·R_o] through gemm: [T, d].
+F32Mat f32_grouped_out_proj(const Fp32Components& c, const F32Mat& o, const F32Mat& wo_a,
+                            const F32Mat& wo_b, std::int64_t groups, std::int64_t head_dim);
 
 struct F32CompressorWeights {
   int ratio = 0;            // 4 (CSA, two series) or 128 (HCA)
@@ -350,8 +375,9 @@ F32LayerWeights prepare_layer_f32(const ref::Model& model, std::int64_t i, const
 // ------------------------------------------------------------------ the component runner
 
 // The port's version of runner component `component` (components.cpp names: rms_norm, rope,
-// hadamard, sinkhorn, hc_pre, hc_post, hc_head, key_window, sink_attention, derotate, compressor,
-// indexer_compressor, index_scores, router, hash_router, expert, dequant_fp8, dequant_fp4),
+// hadamard, sinkhorn, hc_pre, hc_post, hc_head, key_window, sink_attention, attention_core,
+// derotate, grouped_out_proj, compressor, indexer_compressor, index_scores, router, hash_router,
+// expert, dequant_fp8, dequant_fp4),
 // computed through `components`:
 // exact-mode semantics (Error for a case in another precision mode). ConfigError for a
 // component the port does not map.
