@@ -9,31 +9,27 @@
 // bytes: compulsory traffic (compressor_prefill_bytes, compressor_decode_bytes). target_us:
 // kernel-targets.md §4.5 (T = 8192: C4 ≤ 25.5 µs, C128 ≤ 12.5 µs, indexer ≤ 6.4 µs; decode
 // ≤ 4 µs per layer at B = 128).
-// Timing as bench/mhc_bench.cu: cold L2 (256 MiB scratch overwritten before each sample),
+// Timing as bench/mhc_bench.cu (bench/bench_timing.cuh): cold L2 (256 MiB scratch overwritten before each sample),
 // a CUDA graph of 20 launches over rotating input sets for cases under 200 µs of roofline time,
 // median of 5 (--reps). Correct before fast: the first launch's first and last 8 entries are
-// compared bit for bit with the CPU executor. Output: Google Benchmark's JSON layout to --out
+// compared bit for bit with the CPU executor. Output (bench/bench_report.hpp): Google Benchmark's JSON layout to --out
 // (default reports/data/compressor-<device>-<sha>.json). No Google Benchmark library is linked.
 //
 //   build-cuda/bench/compressor_bench [--out=PATH] [--filter=SUBSTRING] [--reps=N] [--warm]
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
@@ -42,12 +38,13 @@
 namespace {
 
 using namespace v4ref;  // NOLINT: bench file
+using bench::DeviceBuffer;
 namespace cmp = cuda::cmp;
 
-constexpr double kHbm = 3.35e12;
+constexpr double kHbm = 3.35e12;  // H100 SXM HBM3 (kernel-targets.md §1)
+constexpr double kTargetPctHbm = 80.0;  // kernel-targets.md §4.5: >= 80% of HBM bandwidth
 constexpr std::size_t kScratchBytes = std::size_t{256} << 20;
 constexpr double kL2Bytes = 50e6;
-thread_local cudaStream_t g_stream = nullptr;
 
 __global__ void fill_f32(float* p, std::int64_t n, std::uint64_t seed, float scale) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -60,72 +57,11 @@ __global__ void fill_f32(float* p, std::int64_t n, std::uint64_t seed, float sca
   }
 }
 
-struct Buf {
-  void* p = nullptr;
-  std::size_t bytes = 0;
-  explicit Buf(std::size_t b) : bytes(b) {
-    V4REF_CUDA_CHECK(cudaMalloc(&p, std::max<std::size_t>(b, 16)));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
-
-struct Options {
-  std::string out, filter;
-  int reps = 5;
-  bool warm = false;
-};
-
-double time_us(const Options& o, void* scratch, int sets, bool graph,
-               const std::function<void(int)>& launch) {
-  cudaStream_t s;
-  V4REF_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  cudaEvent_t a, b;
-  V4REF_CUDA_CHECK(cudaEventCreate(&a));
-  V4REF_CUDA_CHECK(cudaEventCreate(&b));
-  cudaGraphExec_t exec = nullptr;
-  constexpr int kLaunches = 20;
-  g_stream = s;
-  std::vector<double> samples;
-  for (int r = 0; r < o.reps + 1; ++r) {
-    if (!o.warm) V4REF_CUDA_CHECK(cudaMemsetAsync(scratch, r & 0xFF, kScratchBytes, s));
-    if (graph && exec == nullptr) {
-      cudaGraph_t g;
-      V4REF_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < kLaunches; ++i) launch(i % sets);
-      V4REF_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-      V4REF_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-      V4REF_CUDA_CHECK(cudaGraphDestroy(g));
-    }
-    V4REF_CUDA_CHECK(cudaEventRecord(a, s));
-    if (graph)
-      V4REF_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    else
-      launch(r % sets);
-    V4REF_CUDA_CHECK(cudaEventRecord(b, s));
-    V4REF_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    V4REF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (r > 0) samples.push_back(ms * 1e3 / (graph ? kLaunches : 1));
-  }
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaStreamDestroy(s);
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
 // Weights shared by every set: ape, norm, rope table.
 struct Weights {
   cmp::Dims dm;
   std::vector<float> ape, norm_w, cos, sin;
-  Buf d_ape, d_norm, d_cos, d_sin;
+  DeviceBuffer d_ape, d_norm, d_cos, d_sin;
   Weights(cmp::Dims d, std::int64_t entries)
       : dm(d),
         d_ape(static_cast<std::size_t>(d.ratio * d.cw()) * 4),
@@ -157,56 +93,26 @@ std::vector<T> download(const void* dev, std::size_t first, std::size_t count) {
   return h;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) o += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return o;
-}
-
-struct Result {
-  std::string name, error;
-  double us = 0;
-  std::vector<std::pair<std::string, double>> counters;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--out=", 0) == 0)
-      o.out = a.substr(6);
-    else if (a.rfind("--filter=", 0) == 0)
-      o.filter = a.substr(9);
-    else if (a.rfind("--reps=", 0) == 0)
-      o.reps = std::max(1, std::atoi(a.c_str() + 7));
-    else if (a == "--warm")
-      o.warm = true;
-    else {
-      std::fprintf(stderr, "usage: %s [--out=PATH] [--filter=SUBSTRING] [--reps=N] [--warm]\n",
-                   argv[0]);
-      return 2;
-    }
+  bench::BenchOptions o;
+  try {
+    o = bench::parse_bench_args(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "compressor_bench: %s\n%s\n", e.what(),
+                 bench::bench_usage(argv[0]).c_str());
+    return 2;
   }
   std::string why;
   if (!cuda::device_available(&why)) {
     std::fprintf(stderr, "compressor_bench: no CUDA device (%s)\n", why.c_str());
     return 1;
   }
-  cudaDeviceProp prop{};
-  V4REF_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  int driver = 0, runtime = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  const std::string sha =
-      std::getenv("V4REF_GIT_SHA") != nullptr ? std::getenv("V4REF_GIT_SHA") : "unknown";
-  std::string dev_tag = prop.name;
-  for (char& c : dev_tag)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  if (o.out.empty()) o.out = "reports/data/compressor-" + dev_tag + "-" + sha + ".json";
-  Buf scratch(kScratchBytes);
-  std::vector<Result> results;
+  const bench::BenchContext ctx = bench::device_context("compressor_bench", o);
+  if (o.out.empty()) o.out = bench::default_out_path("compressor", ctx.device, ctx.git_sha);
+  DeviceBuffer scratch(kScratchBytes);
+  std::vector<bench::BenchResult> results;
 
   // The three compressors of a layer: main C4 / C128 at w = 512, the indexer's at w = 128.
   struct Variant {
@@ -226,8 +132,8 @@ int main(int argc, char** argv) {
     for (const std::int64_t T : {4096, 8192, 16384, 65536}) {
       const int ratio = kd.ratio;
       const std::string name = kd.label + "/prefill/T" + std::to_string(T);
-      if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
-      Result r;
+      if (!bench::selected(o, name)) continue;
+      bench::BenchResult r;
       r.name = name;
       try {
         const cmp::Dims dm = cmp::make_dims(ratio, kd.width, kd.kind);
@@ -238,11 +144,11 @@ int main(int argc, char** argv) {
         const bool graph = t_roof_us < 200.0;
         const int sets =
             graph ? static_cast<int>(std::clamp(std::ceil(2 * kL2Bytes / bytes), 1.0, 20.0)) : 1;
-        std::vector<std::unique_ptr<Buf>> a, g, cache;
+        std::vector<std::unique_ptr<DeviceBuffer>> a, g, cache;
         for (int i = 0; i < sets; ++i) {
-          a.push_back(std::make_unique<Buf>(static_cast<std::size_t>(T * dm.cw()) * 4));
-          g.push_back(std::make_unique<Buf>(static_cast<std::size_t>(T * dm.cw()) * 4));
-          cache.push_back(std::make_unique<Buf>(static_cast<std::size_t>(E * dm.row_bytes())));
+          a.push_back(std::make_unique<DeviceBuffer>(static_cast<std::size_t>(T * dm.cw()) * 4));
+          g.push_back(std::make_unique<DeviceBuffer>(static_cast<std::size_t>(T * dm.cw()) * 4));
+          cache.push_back(std::make_unique<DeviceBuffer>(static_cast<std::size_t>(E * dm.row_bytes())));
           fill_f32<<<1024, 256>>>(a.back()->as<float>(), T * dm.cw(), 0xA000u + i, 3.4f);
           fill_f32<<<1024, 256>>>(g.back()->as<float>(), T * dm.cw(), 0xB000u + i, 3.4f);
         }
@@ -258,10 +164,9 @@ int main(int argc, char** argv) {
           p.cos = w.d_cos.as<float>();
           p.sin = w.d_sin.as<float>();
           p.cache = cache[static_cast<std::size_t>(i)]->as<std::uint8_t>();
-          cuda::compressor_prefill(p, g_stream);
+          cuda::compressor_prefill(p, bench::bench_stream());
         };
-        g_stream = nullptr;
-        launch(0);
+                launch(0);
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         // Correct before fast: entries [0, 8) and [E − 8, E) against the executor (the tokens
         // those entries read: blocks j−1 and j).
@@ -298,7 +203,7 @@ int main(int argc, char** argv) {
                 "correctness gate failed: cache rows differ from the executor near entry " +
                 std::to_string(j0));
         }
-        r.us = time_us(o, scratch.p, sets, graph, launch);
+        r.us = bench::time_us(o, scratch.p, kScratchBytes, sets, graph, launch);
         const double t = r.us * 1e-6;
         r.counters = {{"tokens", static_cast<double>(T)},
                       {"entries", static_cast<double>(E)},
@@ -307,6 +212,7 @@ int main(int argc, char** argv) {
                       {"pct_hbm", 100.0 * bytes / (t * kHbm)},
                       {"pct_roof", 100.0 * t_roof_us / r.us},
                       {"t_roof_us", t_roof_us},
+                      {"target_pct", kTargetPctHbm},
                       {"graph", graph ? 1.0 : 0.0},
                       {"cold_l2", o.warm ? 0.0 : 1.0}};
         if (T == 8192) r.counters.emplace_back("target_us", kd.target_prefill_t8192_us);
@@ -324,8 +230,8 @@ int main(int argc, char** argv) {
     for (const bool complete : {false, true}) {
       const int ratio = kd.ratio;
       const std::string name = kd.label + (complete ? "/decode_pool/B128" : "/decode_store/B128");
-      if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
-      Result r;
+      if (!bench::selected(o, name)) continue;
+      bench::BenchResult r;
       r.name = name;
       try {
         constexpr std::int64_t kB = 128;
@@ -334,7 +240,7 @@ int main(int argc, char** argv) {
         const Weights w(dm, entries_max);
         const std::int64_t t = complete ? ratio - 1 : 0;  // position of every sequence
         const std::size_t state_floats = static_cast<std::size_t>(kB * dm.state_rows() * dm.cw());
-        Buf a(static_cast<std::size_t>(kB * dm.cw()) * 4),
+        DeviceBuffer a(static_cast<std::size_t>(kB * dm.cw()) * 4),
             g(static_cast<std::size_t>(kB * dm.cw()) * 4), kv(state_floats * 4),
             sc(state_floats * 4),
             cache(static_cast<std::size_t>(kB * entries_max * dm.row_bytes())),
@@ -363,7 +269,7 @@ int main(int argc, char** argv) {
           p.state_score = sc.as<float>();
           p.cache = cache.as<std::uint8_t>();
           p.entries_max = entries_max;
-          cuda::compressor_decode(p, g_stream);
+          cuda::compressor_decode(p, bench::bench_stream());
         };
         // Correct before fast: sequence 0's step against the executor from the same state.
         cmp::DecodeState st(dm);
@@ -371,8 +277,7 @@ int main(int argc, char** argv) {
         st.score = download<float>(sc.p, 0, st.score.size());
         const auto ha = download<float>(a.p, 0, static_cast<std::size_t>(dm.cw()));
         const auto hg = download<float>(g.p, 0, static_cast<std::size_t>(dm.cw()));
-        g_stream = nullptr;
-        launch(0);
+                launch(0);
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         std::vector<std::uint8_t> row(static_cast<std::size_t>(dm.row_bytes()));
         const bool done = cmp::executor_decode_step(
@@ -384,14 +289,17 @@ int main(int argc, char** argv) {
         if (download<float>(kv.p, 0, st.kv.size()) != st.kv)
           throw std::runtime_error(
               "correctness gate failed: decode state differs from the executor");
-        r.us = time_us(o, scratch.p, 1, true, launch);
+        r.us = bench::time_us(o, scratch.p, kScratchBytes, 1, true, launch);
         const double bytes = cuda::compressor_decode_bytes(dm, kB, complete ? kB : 0);
         r.counters = {{"batch", static_cast<double>(kB)},
                       {"bytes", bytes},
                       {"GBps", bytes / (r.us * 1e-6) * 1e-9},
                       {"pct_hbm", 100.0 * bytes / (r.us * 1e-6 * kHbm)},
+                      {"pct_roof", 100.0 * (bytes / kHbm * 1e6) / r.us},
                       {"t_roof_us", bytes / kHbm * 1e6},
                       {"target_us", kDecodeTargetUs},
+                      // the 4 µs budget as a fraction of roofline time (launch-bound shapes)
+                      {"target_pct", 100.0 * (bytes / kHbm * 1e6) / kDecodeTargetUs},
                       {"graph", 1.0},
                       {"cold_l2", o.warm ? 0.0 : 1.0}};
         std::printf("%-34s %10.2f us\n", name.c_str(), r.us);
@@ -402,35 +310,7 @@ int main(int argc, char** argv) {
       results.push_back(r);
     }
 
-  std::ostringstream js;
-  std::time_t now = std::time(nullptr);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  js << "{\n  \"context\": {\"date\": \"" << date
-     << "\", \"executable\": \"compressor_bench\", \"device\": \"" << json_escape(prop.name)
-     << "\", \"sm_count\": " << prop.multiProcessorCount << ", \"cuda_driver\": " << driver
-     << ", \"cuda_runtime\": " << runtime << ", \"git_sha\": \"" << json_escape(sha)
-     << "\", \"reps\": " << o.reps << ", \"cold_l2\": " << (o.warm ? "false" : "true")
-     << "},\n  \"benchmarks\": [";
-  bool first = true;
-  for (const Result& r : results) {
-    js << (first ? "\n" : ",\n") << "    {\"name\": \"" << json_escape(r.name)
-       << "\", \"run_name\": \"" << json_escape(r.name)
-       << "\", \"run_type\": \"aggregate\", \"aggregate_name\": \"median\", \"repetitions\": "
-       << o.reps << ", \"iterations\": 1, \"time_unit\": \"us\"";
-    if (!r.error.empty()) {
-      js << ", \"error_occurred\": true, \"error_message\": \"" << json_escape(r.error) << "\"";
-    } else {
-      js << ", \"real_time\": " << r.us << ", \"cpu_time\": " << r.us;
-      for (const auto& [k, v] : r.counters) js << ", \"" << k << "\": " << v;
-    }
-    js << "}";
-    first = false;
-  }
-  js << "\n  ]\n}\n";
-  const std::filesystem::path out(o.out);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  std::ofstream(out) << js.str();
+  bench::write_text_file(o.out, bench::bench_json(ctx, results));
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }

@@ -9,13 +9,14 @@
 //   unfused   baseline in the same run: mhc_post, then mhc_pre (pre only) re-reading X' — the
 //             same math as `fused` in two launches; pct figures use the fused case's bytes
 // bytes are compulsory HBM traffic (every input read once, every output written once; fn once).
-// Timing: CUDA events around the launches; cold L2 by default (a 256 MiB scratch overwritten
+// Timing (bench/bench_timing.cuh): CUDA events around the launches; cold L2 by default (a 256 MiB scratch overwritten
 // before each timed sample, outside the events); cases under 200 µs of expected time run a CUDA
 // graph of 20 launches rotating over input sets larger than 2× L2 and divide by 20. 5 samples
 // (--reps), median reported. A 1 GiB device-to-device copy gives the achievable bandwidth
 // (pct_probe). Correct before fast: the first launch of every case is compared bit for bit with
 // the CPU executor (mhc_tile.hpp) on its first 33 and last 31 tokens; a mismatch gives no number.
-// Output: Google Benchmark's JSON layout (reports/make_report.py reads it), written to --out
+// Output (bench/bench_report.hpp): Google Benchmark's JSON layout (reports/make_report.py reads
+// it; pct_roof against target_pct = 80 is plotted), written to --out
 // (default reports/data/mhc-<device>-<sha>.json). No Google Benchmark library is linked, so the
 // binary needs only the CUDA driver at run time (cudart is static).
 //
@@ -23,22 +24,17 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cctype>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/mhc.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
@@ -48,13 +44,13 @@
 namespace {
 
 using namespace v4ref;  // NOLINT: bench file
+using bench::DeviceBuffer;
 namespace mhc = cuda::mhc;
 
 constexpr double kHbm = 3.35e12;  // H100 SXM HBM3 (kernel-targets.md §1)
+constexpr double kTargetPctHbm = 80.0;  // kernel-targets.md §4.6: >= 80% of HBM bandwidth
 constexpr std::size_t kScratchBytes = std::size_t{256} << 20;
 constexpr double kL2Bytes = 50e6;
-
-thread_local cudaStream_t g_bench_stream = nullptr;  // the stream launches go to
 
 // Deterministic bf16 N(0,1)-like data: sum of 4 uniforms, scaled.
 __global__ void fill_bf16(std::uint16_t* p, std::int64_t n, std::uint64_t seed) {
@@ -71,84 +67,10 @@ __global__ void fill_bf16(std::uint16_t* p, std::int64_t n, std::uint64_t seed) 
   }
 }
 
-struct Buf {
-  void* p = nullptr;
-  std::size_t bytes = 0;
-  explicit Buf(std::size_t b) : bytes(b) {
-    V4REF_CUDA_CHECK(cudaMalloc(&p, std::max<std::size_t>(b, 16)));
-  }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  template <class T>
-  T* as() const {
-    return static_cast<T*>(p);
-  }
-};
-
-struct Options {
-  std::string out, filter;
-  int reps = 5;
-  bool warm = false;
-};
-
-struct Result {
-  std::string name;
-  double us = 0;
-  std::vector<std::pair<std::string, double>> counters;
-  std::string error;
-};
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Median over reps of the time of `launch(set)`: cold L2 before each sample; with `graph`, one
-// sample is a graph of 20 launches over rotating sets, divided by 20.
-double time_us(const Options& o, void* scratch, int sets, bool graph,
-               const std::function<void(int)>& launch) {
-  cudaStream_t s;
-  V4REF_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  cudaEvent_t a, b;
-  V4REF_CUDA_CHECK(cudaEventCreate(&a));
-  V4REF_CUDA_CHECK(cudaEventCreate(&b));
-  cudaGraphExec_t exec = nullptr;
-  constexpr int kGraphLaunches = 20;
-  g_bench_stream = s;  // `launch` enqueues on g_bench_stream (captured into the graph if any)
-  std::vector<double> samples;
-  for (int r = 0; r < o.reps + 1; ++r) {  // sample 0 warms up and is dropped
-    if (!o.warm) V4REF_CUDA_CHECK(cudaMemsetAsync(scratch, r & 0xFF, kScratchBytes, s));
-    if (graph && exec == nullptr) {
-      cudaGraph_t g;
-      V4REF_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-      for (int i = 0; i < kGraphLaunches; ++i) launch(i % sets);
-      V4REF_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-      V4REF_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-      V4REF_CUDA_CHECK(cudaGraphDestroy(g));
-    }
-    V4REF_CUDA_CHECK(cudaEventRecord(a, s));
-    if (graph)
-      V4REF_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    else
-      launch(r % sets);
-    V4REF_CUDA_CHECK(cudaEventRecord(b, s));
-    V4REF_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    V4REF_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    if (r > 0) samples.push_back(ms * 1e3 / (graph ? kGraphLaunches : 1));
-  }
-  if (exec != nullptr) cudaGraphExecDestroy(exec);
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  cudaStreamDestroy(s);
-  return median(samples);
-}
-
 // One input set of a shape: X, F, coefficient rows (from a pre-only run), outputs.
 struct Set {
   std::int64_t T, d;
-  Buf x, f, coef_in, xo, u, coef;
+  DeviceBuffer x, f, coef_in, xo, u, coef;
   Set(std::int64_t t, std::int64_t dd)
       : T(t),
         d(dd),
@@ -161,7 +83,7 @@ struct Set {
 };
 
 struct Weights {
-  Buf fn_packed, base;
+  DeviceBuffer fn_packed, base;
   mhc::Scalars s;
   explicit Weights(std::int64_t d) : fn_packed(static_cast<std::size_t>(24 * 4 * d) * 4), base(96) {
     Rng rng(derive_seed("mhc_bench", "fn", std::to_string(d)));
@@ -170,7 +92,7 @@ struct Weights {
       v = static_cast<float>(rng.normal() / std::sqrt(4.0 * static_cast<double>(d)));
     for (float& v : b) v = static_cast<float>(0.5 * rng.normal());
     for (float& v : s.scale) v = static_cast<float>(rng.uniform(0.2, 1.0));
-    Buf raw(fn.size() * 4);
+    DeviceBuffer raw(fn.size() * 4);
     V4REF_CUDA_CHECK(cudaMemcpy(raw.p, fn.data(), fn.size() * 4, cudaMemcpyHostToDevice));
     V4REF_CUDA_CHECK(cudaMemcpy(base.p, b.data(), 96, cudaMemcpyHostToDevice));
     cuda::mhc_pack_fn(raw.as<float>(), fn_packed.as<float>(), d);
@@ -246,71 +168,40 @@ std::string check_rows(const Set& st, const Weights& w, bool fused, bool post_on
 
 double copy_probe_gbps(void* scratch) {
   constexpr std::size_t kBytes = std::size_t{1} << 30;
-  Buf a(kBytes), b(kBytes);
+  DeviceBuffer a(kBytes), b(kBytes);
   V4REF_CUDA_CHECK(cudaMemset(a.p, 1, kBytes));
-  Options o;
+  bench::BenchOptions o;
   o.reps = 5;
-  const double us = time_us(o, scratch, 1, false, [&](int) {
-    V4REF_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, kBytes, cudaMemcpyDeviceToDevice, g_bench_stream));
+  const double us = bench::time_us(o, scratch, kScratchBytes, 1, false, [&](int) {
+    V4REF_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, kBytes, cudaMemcpyDeviceToDevice, bench::bench_stream()));
   });
   return 2.0 * kBytes / (us * 1e-6) * 1e-9;  // read + write
-}
-
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) o += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return o;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a.rfind("--out=", 0) == 0)
-      o.out = a.substr(6);
-    else if (a.rfind("--filter=", 0) == 0)
-      o.filter = a.substr(9);
-    else if (a.rfind("--reps=", 0) == 0)
-      o.reps = std::max(1, std::atoi(a.c_str() + 7));
-    else if (a == "--warm")
-      o.warm = true;
-    else {
-      std::fprintf(stderr, "usage: %s [--out=PATH] [--filter=SUBSTRING] [--reps=N] [--warm]\n",
-                   argv[0]);
-      return 2;
-    }
+  bench::BenchOptions o;
+  try {
+    o = bench::parse_bench_args(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "mhc_bench: %s\n%s\n", e.what(), bench::bench_usage(argv[0]).c_str());
+    return 2;
   }
   std::string why;
   if (!cuda::device_available(&why)) {
     std::fprintf(stderr, "mhc_bench: no CUDA device (%s)\n", why.c_str());
     return 1;
   }
-  cudaDeviceProp prop{};
-  V4REF_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-  int driver = 0, runtime = 0, clock_khz = 0, mem_clock_khz = 0;
-  cudaDriverGetVersion(&driver);
-  cudaRuntimeGetVersion(&runtime);
-  cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, 0);
-  cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, 0);
-#ifdef V4REF_GIT_SHA
-  const std::string sha = V4REF_GIT_SHA;
-#else
-  const std::string sha =
-      std::getenv("V4REF_GIT_SHA") != nullptr ? std::getenv("V4REF_GIT_SHA") : "unknown";
-#endif
-  std::string dev_tag = prop.name;
-  for (char& c : dev_tag)
-    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-  if (o.out.empty()) o.out = "reports/data/mhc-" + dev_tag + "-" + sha + ".json";
+  bench::BenchContext ctx = bench::device_context("mhc_bench", o);
+  if (o.out.empty()) o.out = bench::default_out_path("mhc", ctx.device, ctx.git_sha);
 
-  Buf scratch(kScratchBytes);
+  DeviceBuffer scratch(kScratchBytes);
   const double probe = copy_probe_gbps(scratch.p);
-  std::printf("device %s, %d SMs, copy probe %.0f GB/s\n", prop.name, prop.multiProcessorCount,
-              probe);
+  ctx.numbers.emplace_back("copy_probe_GBps", probe);
+  std::printf("device %s, copy probe %.0f GB/s\n", ctx.device.c_str(), probe);
 
-  std::vector<Result> results;
+  std::vector<bench::BenchResult> results;
   for (const auto& [model, d] :
        {std::make_pair("flash", std::int64_t{4096}), std::make_pair("pro", std::int64_t{7168})}) {
     const Weights w(d);
@@ -318,8 +209,8 @@ int main(int argc, char** argv) {
       for (const char* kind : {"fused", "pre", "post", "unfused"}) {
         const std::string name =
             std::string("mhc_") + kind + "/" + model + "/T" + std::to_string(T);
-        if (!o.filter.empty() && name.find(o.filter) == std::string::npos) continue;
-        Result r;
+        if (!bench::selected(o, name)) continue;
+        bench::BenchResult r;
         r.name = name;
         try {
           const bool fused = std::strcmp(kind, "fused") == 0, pre = std::strcmp(kind, "pre") == 0,
@@ -348,15 +239,15 @@ int main(int argc, char** argv) {
           const auto launch = [&](int i) {
             Set& s = *st[static_cast<std::size_t>(i)];
             if (fused)
-              cuda::mhc_pre(pre_launch(s, w, true, s.x.as<std::uint16_t>()), {}, g_bench_stream);
+              cuda::mhc_pre(pre_launch(s, w, true, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
             if (pre)
-              cuda::mhc_pre(pre_launch(s, w, false, s.x.as<std::uint16_t>()), {}, g_bench_stream);
+              cuda::mhc_pre(pre_launch(s, w, false, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
             if (post || unfused)
               cuda::mhc_post({s.T, s.d, s.x.as<std::uint16_t>(), s.f.as<std::uint16_t>(),
                               s.coef_in.as<float>(), s.xo.as<std::uint16_t>()},
-                             g_bench_stream);
+                             bench::bench_stream());
             if (unfused)
-              cuda::mhc_pre(pre_launch(s, w, false, s.xo.as<std::uint16_t>()), {}, g_bench_stream);
+              cuda::mhc_pre(pre_launch(s, w, false, s.xo.as<std::uint16_t>()), {}, bench::bench_stream());
           };
           // Correct before fast.
           launch(0);
@@ -368,7 +259,7 @@ int main(int argc, char** argv) {
             if (err.empty() && tail > 0) err = check_rows(*st[0], w, fused, post, T - tail, tail);
             if (!err.empty()) throw std::runtime_error("correctness gate failed: " + err);
           }
-          r.us = time_us(o, scratch.p, sets, graph, launch);
+          r.us = bench::time_us(o, scratch.p, kScratchBytes, sets, graph, launch);
           const double t = r.us * 1e-6;
           const cuda::MhcPlan plan = cuda::mhc_plan(T, d, fused || unfused);
           r.counters = {{"tokens", static_cast<double>(T)},
@@ -379,6 +270,7 @@ int main(int argc, char** argv) {
                         {"pct_probe", 100.0 * bytes / (t * probe * 1e9)},
                         {"pct_roof", 100.0 * t_roof_us / r.us},
                         {"t_roof_us", t_roof_us},
+                        {"target_pct", kTargetPctHbm},
                         {"flops", (fused || unfused) ? cuda::mhc_fused_flops(T, d) : 0.0},
                         {"cluster", static_cast<double>(plan.tiling.cluster)},
                         {"clusters", static_cast<double>(plan.clusters)},
@@ -396,45 +288,8 @@ int main(int argc, char** argv) {
     }
   }
   // Baseline counters: the unfused time next to the fused one.
-  for (Result& r : results) {
-    if (r.name.rfind("mhc_fused/", 0) != 0 || !r.error.empty()) continue;
-    const std::string base = "mhc_unfused/" + r.name.substr(10);
-    for (const Result& b : results)
-      if (b.name == base && b.error.empty()) {
-        r.counters.push_back({"baseline_us", b.us});
-        r.counters.push_back({"speedup", b.us / r.us});
-      }
-  }
-  std::ostringstream js;
-  std::time_t now = std::time(nullptr);
-  char date[64];
-  std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  js << "{\n  \"context\": {\"date\": \"" << date
-     << "\", \"executable\": \"mhc_bench\", \"device\": \"" << json_escape(prop.name)
-     << "\", \"sm_count\": " << prop.multiProcessorCount << ", \"sm_clock_khz\": " << clock_khz
-     << ", \"mem_clock_khz\": " << mem_clock_khz << ", \"cuda_driver\": " << driver
-     << ", \"cuda_runtime\": " << runtime << ", \"git_sha\": \"" << json_escape(sha)
-     << "\", \"copy_probe_GBps\": " << probe << ", \"reps\": " << o.reps
-     << ", \"cold_l2\": " << (o.warm ? "false" : "true") << "},\n  \"benchmarks\": [";
-  bool first = true;
-  for (const Result& r : results) {
-    js << (first ? "\n" : ",\n") << "    {\"name\": \"" << json_escape(r.name)
-       << "\", \"run_name\": \"" << json_escape(r.name)
-       << "\", \"run_type\": \"aggregate\", \"aggregate_name\": \"median\", \"repetitions\": "
-       << o.reps << ", \"iterations\": 1, \"time_unit\": \"us\"";
-    if (!r.error.empty()) {
-      js << ", \"error_occurred\": true, \"error_message\": \"" << json_escape(r.error) << "\"";
-    } else {
-      js << ", \"real_time\": " << r.us << ", \"cpu_time\": " << r.us;
-      for (const auto& [k, v] : r.counters) js << ", \"" << k << "\": " << v;
-    }
-    js << "}";
-    first = false;
-  }
-  js << "\n  ]\n}\n";
-  const std::filesystem::path out(o.out);
-  if (out.has_parent_path()) std::filesystem::create_directories(out.parent_path());
-  std::ofstream(out) << js.str();
+  bench::add_baseline_counters(results, "mhc_fused/", "mhc_unfused/");
+  bench::write_text_file(o.out, bench::bench_json(ctx, results));
   std::printf("wrote %s\n", o.out.c_str());
   return 0;
 }

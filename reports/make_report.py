@@ -307,29 +307,99 @@ def verify_rows(data):
     return rows
 
 
+BENCH_SKIP = ("real_time", "cpu_time", "iterations", "repetitions", "repetition_index", "threads",
+              "family_index", "per_family_instance_index", "pct_roof", "target_pct")
+
+
+def finite(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
 def load_bench(bench_dir):
+    """Google Benchmark JSON files (bench/*_bench write that layout): one row per benchmark, the
+    median aggregate where repetitions made aggregates. pct_roof is the time at the roofline as a
+    % of the measured time; target_pct the kernel's target on that scale (kernel-targets.md)."""
     if not bench_dir:
         return [], "no --bench-dir given"
     if not os.path.isdir(bench_dir):
         return [], "%s not found" % bench_dir
-    rows = []
+    rows, unreadable = [], []
     for path in sorted(glob.glob(os.path.join(bench_dir, "*.json"))):
         try:
             with open(path) as f:
                 data = json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:
+            unreadable.append("%s (%s)" % (os.path.basename(path), err))
             continue
-        for b in data.get("benchmarks", []) if isinstance(data, dict) else []:
+        if not isinstance(data, dict):
+            continue
+        ctx = data.get("context", {}) if isinstance(data.get("context"), dict) else {}
+        benches = [b for b in data.get("benchmarks", []) if isinstance(b, dict)]
+        has_median = {b.get("run_name") for b in benches
+                      if b.get("run_type") == "aggregate" and b.get("aggregate_name") == "median"}
+        for b in benches:
+            if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+                continue  # mean / stddev / cv of repetitions
+            if b.get("run_type") == "iteration" and b.get("run_name") in has_median:
+                continue  # the median aggregate stands for them
             extra = ", ".join("%s=%.4g" % (k, v) for k, v in b.items()
-                              if isinstance(v, (int, float)) and k not in
-                              ("real_time", "cpu_time", "iterations", "repetitions",
-                               "repetition_index", "threads", "family_index",
-                               "per_family_instance_index"))
-            rows.append((os.path.basename(path), b.get("name", "?"), b.get("real_time"),
-                         b.get("time_unit", ""), extra))
+                              if finite(v) and k not in BENCH_SKIP)
+            rows.append({
+                "file": os.path.basename(path),
+                "device": str(ctx.get("device", "")),
+                "name": str(b.get("name", "?")),
+                "time": b.get("real_time") if finite(b.get("real_time")) else None,
+                "unit": str(b.get("time_unit", "")),
+                "pct_roof": b.get("pct_roof") if finite(b.get("pct_roof")) else None,
+                "target_pct": b.get("target_pct") if finite(b.get("target_pct")) else None,
+                "error": str(b.get("error_message", "error")) if b.get("error_occurred") else "",
+                "extra": extra,
+            })
+    note = ("unreadable: " + "; ".join(unreadable)) if unreadable else None
     if not rows:
-        return [], "no Google Benchmark JSON in %s" % bench_dir
-    return rows, None
+        return [], "no Google Benchmark JSON in %s%s" % (bench_dir, "; " + note if note else "")
+    return rows, note
+
+
+def bench_verdict(r):
+    if r["error"]:
+        return "FAILED: " + r["error"]
+    if r["pct_roof"] is None:
+        return ""
+    if r["target_pct"] is None:
+        return "no target"
+    return "meets target" if r["pct_roof"] >= r["target_pct"] else "below target"
+
+
+def plot_bench(rows, out):
+    """Measured time as a fraction of the roofline time, per benchmark, with its target."""
+    pts = [r for r in rows if r["pct_roof"] is not None and not r["error"]]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.24 * len(pts)))
+    ys = list(range(len(pts)))[::-1]
+    colors = ["#2ca02c" if r["target_pct"] is not None and r["pct_roof"] >= r["target_pct"]
+              else ("#d62728" if r["target_pct"] is not None else "#7f7f7f") for r in pts]
+    ax.barh(ys, [r["pct_roof"] for r in pts], color=colors, height=0.7)
+    tx = [(r["target_pct"], y) for r, y in zip(pts, ys) if r["target_pct"] is not None]
+    if tx:
+        ax.scatter([t for t, _ in tx], [y for _, y in tx], marker="|", s=160, color="black",
+                   zorder=3, label="target")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.axvline(100, color="#444", lw=0.8, ls=":")
+    ax.set_yticks(ys)
+    ax.set_yticklabels(["%s  [%s]" % (r["name"], r["file"].split("-")[0]) for r in pts], fontsize=7)
+    ax.set_xlabel("% of roofline (time at the roofline / measured time)")
+    devices = sorted({r["device"] for r in pts if r["device"]})
+    ax.set_title("Kernel performance as a fraction of the roofline%s" %
+                 (" (" + ", ".join(devices) + ")" if devices else ""), fontsize=10)
+    ax.set_xlim(0, max(105, max(r["pct_roof"] for r in pts) * 1.05))
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fname = "bench_roofline.png"
+    fig.savefig(os.path.join(out, fname), dpi=110)
+    plt.close(fig)
+    return fname
 
 
 def load_accuracy(paths):
@@ -423,7 +493,7 @@ def accuracy_table(acc):
 
 
 def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, out, cost_path,
-                  accuracy=(), accuracy_note="", accuracy_figs=()):
+                  accuracy=(), accuracy_note="", accuracy_figs=(), bench_fig=None):
     conv = conventions_text(cost)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     one_m = None
@@ -476,8 +546,15 @@ def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note
     if not bench:
         md += ["Skipped: " + bench_note + ".", ""]
     else:
-        md += ["| file | benchmark | time | unit | counters |", "|---|---|---|---|---|"]
-        md += ["| %s | %s | %s | %s | %s |" % (f, n, fmt(t, "%.4g"), u, e) for f, n, t, u, e in bench]
+        if bench_fig:
+            md += ["![kernel performance as a fraction of the roofline](%s)" % bench_fig, ""]
+        if bench_note:
+            md += ["Note: " + bench_note + ".", ""]
+        md += ["| file | benchmark | time | unit | % of roofline | target | verdict | counters |",
+               "|---|---|---|---|---|---|---|---|"]
+        md += ["| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["file"], r["name"], fmt(r["time"], "%.4g"), r["unit"], fmt(r["pct_roof"], "%.1f"),
+            fmt(r["target_pct"], "%.0f"), bench_verdict(r), r["extra"]) for r in bench]
         md.append("")
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write("\n".join(md))
@@ -542,11 +619,22 @@ def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note
     if not bench:
         h.append("<p class='note'>Skipped: %s.</p>" % e(bench_note))
     else:
+        if bench_fig:
+            h.append("<div class='fig'><img src='%s' alt='kernel performance as a fraction of the "
+                     "roofline'></div>" % e(bench_fig))
+        if bench_note:
+            h.append("<p class='note'>Note: %s.</p>" % e(bench_note))
         h.append("<table><tr><th class='l'>file</th><th class='l'>benchmark</th><th>time</th>"
-                 "<th class='l'>unit</th><th class='l'>counters</th></tr>")
-        for fn, n, t, u, ex in bench:
+                 "<th class='l'>unit</th><th>% of roofline</th><th>target</th>"
+                 "<th class='l'>verdict</th><th class='l'>counters</th></tr>")
+        for r in bench:
+            v = bench_verdict(r)
+            cls = "flag-ok" if v == "meets target" else ("flag-bad" if v.startswith(("FAILED", "below")) else "")
             h.append("<tr><td class='l'>%s</td><td class='l'>%s</td><td>%s</td><td class='l'>%s</td>"
-                     "<td class='l'>%s</td></tr>" % (e(fn), e(n), fmt(t, "%.4g"), e(u), e(ex)))
+                     "<td>%s</td><td>%s</td><td class='l %s'>%s</td><td class='l'>%s</td></tr>" % (
+                         e(r["file"]), e(r["name"]), fmt(r["time"], "%.4g"), e(r["unit"]),
+                         fmt(r["pct_roof"], "%.1f"), fmt(r["target_pct"], "%.0f"), cls, e(v),
+                         e(r["extra"])))
         h.append("</table>")
     h.append("</body></html>")
     with open(os.path.join(out, "index.html"), "w") as f:
@@ -578,8 +666,9 @@ def main():
     bench, bench_note = load_bench(a.bench_dir)
     accuracy, accuracy_note = load_accuracy(a.accuracy)
     accuracy_figs = [plot_accuracy(acc, a.out, i) for i, acc in enumerate(accuracy)]
+    bench_fig = plot_bench(bench, a.out)
     write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, a.out, a.cost,
-                  accuracy, accuracy_note, accuracy_figs)
+                  accuracy, accuracy_note, accuracy_figs, bench_fig)
     bad = [r for r in table if "off by" in r[6]]
     print("wrote %s (%d figures); %s" % (
         os.path.join(a.out, "index.html"), len(figs),
