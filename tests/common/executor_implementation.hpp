@@ -1,0 +1,285 @@
+// The CPU executors of the mHC and compressor kernels (cuda/include/v4ref/cuda/mhc_tile.hpp,
+// compressor_tile.hpp) plugged into compare/'s differential runner as one Implementation, so the
+// runner's cases, input kinds, tolerance rows and failure bundles apply to the kernels' own
+// per-tile arithmetic in their block, warp and lane order (docs/cuda-mhc-compressor.md §5).
+//
+// Components and what the adapter adds around the executor:
+//   hc_pre              x -> bf16 stream codes, fn/base/scale fp32; executor_pre (pre-only mode)
+//                       on the tiling of d; u bf16, coefficient row [pre 4 | post 4 | comb 16].
+//   hc_post             f, x bf16; coefficient rows [1 | post | comb]; executor_post.
+//   compressor,         a = fp32(x W_kvᵀ), g = fp32(x W_gateᵀ) (the upstream projection GEMM,
+//   indexer_compressor  correctly rounded: §2.5 item 1 keeps it fp32 with no bf16 output); the
+//                       RoPE rows of positions j·m from the layer's fp32 frequencies; executor_prefill
+//                       into poisoned cache rows; entries decoded from the rows (main: e4m3 × ue8m0
+//                       per 64 nope dims + bf16 rope dims; indexer: e2m1 × ue8m0 per 32).
+// The kernels implement the official numerics only, so only official-mode cases are supported.
+// Outputs start as NaN-poisoned buffers: an element the executor does not write fails the case.
+//
+// A Fault makes the adapter misuse the kernel the way an integration bug would (hc_eps not
+// passed, comb read transposed, ape rows off by one, RoPE positions j instead of j·m); the runner
+// must catch each (tests/compare/executor_runner_test.cpp).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "v4ref/compare/runner.hpp"
+#include "v4ref/cuda/compressor_tile.hpp"
+#include "v4ref/cuda/mhc_tile.hpp"
+#include "v4ref/ref/core/error.hpp"
+#include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/rope.hpp"
+
+namespace v4ref::test {
+
+enum class ExecutorFault {
+  kNone,
+  kHcEpsMissing,      // Scalars::hc_eps = 0 (§4.2/§4.3 add hc_eps to pre, post and Sinkhorn)
+  kCombTransposed,    // comb read as coef[8 + 4i + j] instead of coef[8 + 4j + i]
+  kApeRowsShifted,    // ape row r handed to the kernel as row (r + 1) mod m
+  kRopePositionsJ,    // RoPE rows for positions j instead of j·m
+};
+
+inline const char* fault_name(ExecutorFault f) {
+  switch (f) {
+    case ExecutorFault::kNone: return "none";
+    case ExecutorFault::kHcEpsMissing: return "hc-eps-missing";
+    case ExecutorFault::kCombTransposed: return "comb-transposed";
+    case ExecutorFault::kApeRowsShifted: return "ape-rows-shifted";
+    case ExecutorFault::kRopePositionsJ: return "rope-positions-j";
+  }
+  return "?";
+}
+
+class KernelExecutors final : public compare::Implementation {
+ public:
+  explicit KernelExecutors(ExecutorFault fault = ExecutorFault::kNone) : fault_(fault) {}
+
+  std::string name() const override {
+    return fault_ == ExecutorFault::kNone ? "cuda-executor"
+                                          : std::string("cuda-executor-") + fault_name(fault_);
+  }
+  std::string path() const override { return "fp32"; }
+  bool supports(const compare::Case& c) const override {
+    return c.mode == PrecisionMode::kOfficial &&
+           (c.component == "hc_pre" || c.component == "hc_post" || c.component == "compressor" ||
+            c.component == "indexer_compressor");
+  }
+  compare::TensorSet run(const compare::ComponentCall& call) const override {
+    const std::string& comp = call.c.component;
+    if (call.c.mode != PrecisionMode::kOfficial)
+      throw ConfigError(name() + ": the kernels implement the official numerics only, case " +
+                        comp + " is in another mode");
+    if (comp == "hc_pre") return hc_pre(call);
+    if (comp == "hc_post") return hc_post(call);
+    if (comp == "compressor" || comp == "indexer_compressor") return compressor(call);
+    throw ConfigError(name() + ": no kernel for component " + comp);
+  }
+
+ private:
+  static constexpr std::uint16_t kPoison16 = 0x7FC1;  // a bf16 NaN
+  ExecutorFault fault_;
+
+  static std::vector<float> fp32_values(const ref::Mat& m, const std::string& what) {
+    std::vector<float> v(static_cast<std::size_t>(m.size()));
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      for (Eigen::Index j = 0; j < m.cols(); ++j) {
+        const double x = m(i, j);
+        const auto f = static_cast<float>(x);
+        if (static_cast<double>(f) != x && !std::isnan(x))
+          throw ShapeError("cuda-executor: " + what + " is not fp32-valued at (" +
+                           std::to_string(i) + ", " + std::to_string(j) + ")");
+        v[static_cast<std::size_t>(i * m.cols() + j)] = f;
+      }
+    return v;
+  }
+  static std::vector<std::uint16_t> bf16_codes(const ref::Mat& m, const std::string& what) {
+    std::vector<std::uint16_t> v(static_cast<std::size_t>(m.size()));
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      for (Eigen::Index j = 0; j < m.cols(); ++j) {
+        const double x = m(i, j);
+        if (fmt::round_bf16(x) != x)
+          throw ShapeError("cuda-executor: " + what + " is not bf16-valued at (" +
+                           std::to_string(i) + ", " + std::to_string(j) + ")");
+        v[static_cast<std::size_t>(i * m.cols() + j)] = fmt::bf16_encode(x);
+      }
+    return v;
+  }
+  static ref::Mat from_bf16(const std::vector<std::uint16_t>& v, std::int64_t rows,
+                            std::int64_t cols) {
+    ref::Mat m(rows, cols);
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j)
+        m(i, j) = static_cast<double>(fmt::bf16_to_float(v[static_cast<std::size_t>(i * cols + j)]));
+    return m;
+  }
+  // The tiling a launch of width d uses: the largest cluster S in {16, 8, 4, 2, 1} with
+  // 8·S | d (docs/cuda-mhc-compressor.md §2).
+  static cuda::mhc::Tiling tiling_of(std::int64_t d) {
+    for (int s : {16, 8, 4, 2, 1})
+      if (d % (8 * s) == 0) return cuda::mhc::make_tiling(d, s);
+    return cuda::mhc::make_tiling(d, 16);  // throws the kernel's ShapeError
+  }
+  static void require_four_streams(const compare::ComponentCall& call) {
+    if (call.cfg.hc_mult != cuda::mhc::kStreams)
+      throw ConfigError("cuda-executor: the mHC kernels have 4 streams, config has hc_mult = " +
+                        std::to_string(call.cfg.hc_mult));
+  }
+
+  compare::TensorSet hc_pre(const compare::ComponentCall& call) const {
+    require_four_streams(call);
+    const ref::Mat& xm = call.inputs.at("x");
+    const std::int64_t T = xm.rows(), d = call.cfg.dim;
+    const std::vector<std::uint16_t> x = bf16_codes(xm, "hc_pre x");
+    const std::vector<float> fn = fp32_values(call.inputs.at("fn"), "hc_pre fn");
+    const std::vector<float> base = fp32_values(call.inputs.at("base"), "hc_pre base");
+    const std::vector<float> scale = fp32_values(call.inputs.at("scale"), "hc_pre scale");
+    cuda::mhc::Problem p;
+    p.tokens = T;
+    p.d = d;
+    p.x = x.data();
+    p.fn = fn.data();
+    p.base = base.data();
+    for (int i = 0; i < 3; ++i) p.s.scale[i] = scale[static_cast<std::size_t>(i)];
+    p.s.norm_eps = static_cast<float>(call.cfg.norm_eps);
+    p.s.hc_eps = fault_ == ExecutorFault::kHcEpsMissing ? 0.0f : static_cast<float>(call.cfg.hc_eps);
+    p.s.sinkhorn_iters = static_cast<int>(call.cfg.hc_sinkhorn_iters);
+    std::vector<std::uint16_t> u(static_cast<std::size_t>(T * d), kPoison16);
+    std::vector<float> coef(static_cast<std::size_t>(T * cuda::mhc::kMix), std::nanf(""));
+    cuda::mhc::executor_pre(tiling_of(d), p, {nullptr, u.data(), coef.data(), nullptr});
+
+    ref::Mat pre(T, 4), post(T, 4), comb(T, 16);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const float* r = coef.data() + t * cuda::mhc::kMix;
+      for (int k = 0; k < 4; ++k) {
+        pre(t, k) = r[k];
+        post(t, k) = r[4 + k];
+      }
+      for (int j = 0; j < 4; ++j)
+        for (int i = 0; i < 4; ++i)
+          comb(t, 4 * j + i) =
+              fault_ == ExecutorFault::kCombTransposed ? r[8 + 4 * i + j] : r[8 + 4 * j + i];
+    }
+    compare::TensorSet out;
+    out.put("u", from_bf16(u, T, d), "bf16");
+    out.put("pre", std::move(pre));
+    out.put("post", std::move(post));
+    out.put("comb", std::move(comb));
+    return out;
+  }
+
+  compare::TensorSet hc_post(const compare::ComponentCall& call) const {
+    require_four_streams(call);
+    const ref::Mat& xm = call.inputs.at("x");
+    const std::int64_t T = xm.rows(), d = call.cfg.dim;
+    const std::vector<std::uint16_t> x = bf16_codes(xm, "hc_post x");
+    const std::vector<std::uint16_t> f = bf16_codes(call.inputs.at("f"), "hc_post f");
+    const std::vector<float> post = fp32_values(call.inputs.at("post"), "hc_post post");
+    const std::vector<float> comb = fp32_values(call.inputs.at("comb"), "hc_post comb");
+    std::vector<float> coef(static_cast<std::size_t>(T * cuda::mhc::kMix), 1.0f);  // pre unused
+    for (std::int64_t t = 0; t < T; ++t) {
+      float* r = coef.data() + t * cuda::mhc::kMix;
+      for (int k = 0; k < 4; ++k) r[4 + k] = post[static_cast<std::size_t>(t * 4 + k)];
+      for (int j = 0; j < 4; ++j)
+        for (int i = 0; i < 4; ++i)
+          r[8 + 4 * j + i] = comb[static_cast<std::size_t>(
+              t * 16 + (fault_ == ExecutorFault::kCombTransposed ? 4 * i + j : 4 * j + i))];
+    }
+    cuda::mhc::Problem p;
+    p.tokens = T;
+    p.d = d;
+    p.x = x.data();
+    p.f = f.data();
+    p.coef_in = coef.data();
+    std::vector<std::uint16_t> xo(static_cast<std::size_t>(T * 4 * d), kPoison16);
+    cuda::mhc::executor_post(p, xo.data());
+    compare::TensorSet out;
+    out.put("out", from_bf16(xo, T, 4 * d), "bf16");
+    return out;
+  }
+
+  compare::TensorSet compressor(const compare::ComponentCall& call) const {
+    namespace cmp = cuda::cmp;
+    const bool indexer = call.c.component == "indexer_compressor";
+    const int m = static_cast<int>(call.c.dim("m"));
+    const ref::Mat& x = call.inputs.at("x");
+    const ref::Mat& norm = call.inputs.at("norm");
+    const std::int64_t T = x.rows(), w = norm.cols();
+    const cmp::Dims dm = cmp::make_dims(m, w, indexer ? cmp::Kind::kIndexer : cmp::Kind::kMain);
+    const std::int64_t E = T / m;
+    // The projections: double products of bf16 values, rounded once to fp32.
+    const std::vector<float> a = fp32_rounded(x * call.inputs.at("wkv").transpose());
+    const std::vector<float> g = fp32_rounded(x * call.inputs.at("wgate").transpose());
+    std::vector<float> ape = fp32_values(call.inputs.at("ape"), "compressor ape");
+    if (fault_ == ExecutorFault::kApeRowsShifted) {
+      std::vector<float> shifted(ape.size());
+      for (int r = 0; r < m; ++r)
+        for (int c = 0; c < dm.cw(); ++c)
+          shifted[static_cast<std::size_t>(r * dm.cw() + c)] =
+              ape[static_cast<std::size_t>(((r + 1) % m) * dm.cw() + c)];
+      ape = shifted;
+    }
+    const std::vector<float> norm_w = fp32_values(norm, "compressor norm");
+    const ref::RopeTable table =
+        ref::make_rope_table(call.cfg.compress_rope_theta, true, call.cfg.yarn,
+                             call.cfg.rope_head_dim, call.cfg.max_position_embeddings);
+    if (table.rope_dim != 2 * 32)
+      throw ShapeError("cuda-executor: the compressor kernel rotates 64 dims, config has " +
+                       std::to_string(table.rope_dim));
+    const std::vector<float> omega(table.omega_fp32.begin(), table.omega_fp32.end());
+    std::vector<float> cos, sin;
+    cmp::rope_table(omega.data(), std::max<std::int64_t>(E, 1),
+                    fault_ == ExecutorFault::kRopePositionsJ ? 1 : m, cos, sin);
+    cmp::PrefillProblem p;
+    p.dm = dm;
+    p.tokens = T;
+    p.a = a.data();
+    p.g = g.data();
+    p.ape = ape.data();
+    p.norm_w = norm_w.data();
+    p.eps = static_cast<float>(call.cfg.norm_eps);
+    p.cos = cos.data();
+    p.sin = sin.data();
+    std::vector<std::uint8_t> rows(static_cast<std::size_t>(std::max<std::int64_t>(E, 1) * dm.row_bytes()),
+                                   0xFF);  // 0xFF: e4m3 NaN codes, ue8m0 NaN scales
+    cmp::executor_prefill(p, rows.data());
+
+    ref::Mat entries(E, w);
+    for (std::int64_t j = 0; j < E; ++j) {
+      const std::uint8_t* row = rows.data() + j * dm.row_bytes();
+      for (std::int64_t i = 0; i < w; ++i) entries(j, i) = decode_entry(dm, row, i);
+    }
+    compare::TensorSet out;
+    out.put("entries", std::move(entries), indexer ? "f32" : "bf16");
+    return out;
+  }
+
+  static std::vector<float> fp32_rounded(const ref::Mat& m) {
+    std::vector<float> v(static_cast<std::size_t>(m.size()));
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      for (Eigen::Index j = 0; j < m.cols(); ++j)
+        v[static_cast<std::size_t>(i * m.cols() + j)] = static_cast<float>(m(i, j));
+    return v;
+  }
+
+  // Channel i of a cache row (cost-model.md, kernel-targets.md §3 row layouts).
+  static double decode_entry(const cuda::cmp::Dims& dm, const std::uint8_t* row, std::int64_t i) {
+    if (dm.indexer()) {
+      const std::uint8_t byte = row[i / 2];
+      const std::uint8_t nibble = (i % 2 == 0) ? (byte & 0x0F) : (byte >> 4);
+      return fmt::e2m1_to_double(nibble) *
+             fmt::ue8m0_to_double(row[dm.scale_offset() + i / cuda::cmp::kQ4Block]);
+    }
+    if (i < dm.nope())
+      return fmt::e4m3_to_double(row[i]) *
+             fmt::ue8m0_to_double(row[dm.scale_offset() + i / cuda::cmp::kQ8Block]);
+    const std::int64_t k = i - dm.nope();
+    const std::uint16_t bits = static_cast<std::uint16_t>(
+        row[dm.rope_offset() + 2 * k] | (row[dm.rope_offset() + 2 * k + 1] << 8));
+    return static_cast<double>(fmt::bf16_to_float(bits));
+  }
+};
+
+}  // namespace v4ref::test

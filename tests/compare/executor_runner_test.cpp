@@ -1,0 +1,136 @@
+// The mHC and compressor kernels' CPU executors judged by compare/'s differential runner
+// (tests/common/executor_implementation.hpp): every official-mode case of the runner's table for
+// hc_pre, hc_post, compressor and indexer_compressor, plus official-mode cases of the other input
+// kinds, ratios and the real V4-Flash widths, over three global seeds, must pass the fp32 rows
+// of the tolerance table; each deliberate integration fault must be caught.
+// (The executor tests in tests/reference/*_executor_test.cpp gate every rounding point of the
+// kernels on their own inputs; this test puts the same arithmetic through the runner's cases,
+// tolerance table and failure bundles, as a CUDA implementation of the runner would be.)
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../common/executor_implementation.hpp"
+#include "v4ref/compare/runner.hpp"
+
+namespace v4ref::compare {
+namespace {
+
+using test::ExecutorFault;
+using test::KernelExecutors;
+using K = InputKind;
+
+Case official(const std::string& component, const std::string& config,
+              std::vector<std::pair<std::string, std::int64_t>> dims, InputKind kind,
+              std::uint64_t seed, bool slow = false) {
+  Case c;
+  c.component = component;
+  c.config = config;
+  c.dims = std::move(dims);
+  c.kind = kind;
+  c.mode = PrecisionMode::kOfficial;
+  c.global_seed = seed;
+  c.slow = slow;
+  return c;
+}
+
+// The runner table's official cases the kernels support, then further official cases (input
+// kinds, HCA ratio, real widths) the table keeps in exact mode only; each at seeds 0, 1, 2.
+std::vector<Case> executor_cases() {
+  const KernelExecutors impl;
+  std::vector<Case> base;
+  for (const Case& c : case_table(0))
+    if (impl.supports(c) && !c.slow) base.push_back(c);
+  const std::string tf = "tiny-flash", fl = "v4-flash";
+  base.push_back(official("hc_pre", tf, {{"T", 17}}, K::kOutliers, 0));
+  base.push_back(official("hc_pre", tf, {{"T", 45}}, K::kRandom, 0));  // more than one 32-token batch
+  base.push_back(official("hc_pre", fl, {{"T", 2}}, K::kRandom, 0));
+  base.push_back(official("hc_post", fl, {{"T", 2}}, K::kRandom, 0));
+  base.push_back(official("compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers, 0));
+  base.push_back(official("compressor", tf, {{"T", 257}, {"m", 128}}, K::kRandom, 0));
+  base.push_back(official("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers, 0));
+  base.push_back(official("compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, 0));
+  base.push_back(official("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, 0));
+  std::vector<Case> out;
+  for (std::uint64_t seed : {0ull, 1ull, 2ull})
+    for (Case c : base) {
+      c.global_seed = seed;
+      out.push_back(c);
+    }
+  return out;
+}
+
+class ExecutorRunner : public ::testing::TestWithParam<Case> {};
+
+TEST_P(ExecutorRunner, KernelArithmeticPassesTheFp32Rows) {
+  const KernelExecutors impl;
+  ASSERT_TRUE(impl.supports(GetParam()));
+  const CaseResult r = run_case(GetParam(), impl, RunnerOptions{{}, "", ""});
+  EXPECT_TRUE(r.pass) << r.report();
+  ASSERT_FALSE(r.outputs.empty());
+  for (const OutputJudgement& j : r.outputs) {
+    EXPECT_TRUE(std::isfinite(j.metrics.max_abs)) << j.output << ": poison left in the output";
+    std::printf("%-58s %-8s %-5s rel_fro %.2e  bound_ratio %.3f\n", GetParam().name().c_str(),
+                j.output.c_str(), j.gate.c_str(), j.metrics.rel_fro, j.bound_ratio);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, ExecutorRunner, ::testing::ValuesIn(executor_cases()),
+                         [](const ::testing::TestParamInfo<Case>& p) {
+                           return p.param.test_name() + "_s" + std::to_string(p.param.global_seed);
+                         });
+
+TEST(ExecutorRunnerTable, CoversEveryKernelComponentInTheRunnersOwnTable) {
+  const KernelExecutors impl;
+  std::map<std::string, int> from_table;
+  for (const Case& c : case_table(0))
+    if (impl.supports(c)) ++from_table[c.component];
+  for (const char* comp : {"hc_pre", "hc_post", "compressor", "indexer_compressor"})
+    EXPECT_GE(from_table[comp], 1) << comp << " has no official-mode case in case_table()";
+  // Exact-mode cases are refused, not silently approximated.
+  for (const Case& c : case_table(0))
+    if (c.mode == PrecisionMode::kExact && c.component == "hc_pre") {
+      EXPECT_FALSE(impl.supports(c));
+      const ComponentSpec& spec = component(c.component);
+      const TensorSet in = spec.make_inputs(c, case_config(c));
+      EXPECT_THROW(impl.run({c, case_config(c), PrecisionPolicy::exact(), in}), ConfigError);
+      break;
+    }
+}
+
+// Integration faults: the runner must fail every case of the component the fault touches.
+struct FaultCase {
+  ExecutorFault fault;
+  std::vector<std::string> components;
+};
+
+TEST(ExecutorRunnerFaults, EveryFaultIsCaughtOnEveryCaseItTouches) {
+  const std::vector<FaultCase> faults = {
+      {ExecutorFault::kHcEpsMissing, {"hc_pre"}},
+      {ExecutorFault::kCombTransposed, {"hc_pre", "hc_post"}},
+      {ExecutorFault::kApeRowsShifted, {"compressor", "indexer_compressor"}},
+      {ExecutorFault::kRopePositionsJ, {"compressor", "indexer_compressor"}},
+  };
+  int caught = 0, total = 0;
+  for (const FaultCase& f : faults) {
+    const KernelExecutors impl(f.fault);
+    for (const Case& c : executor_cases()) {
+      if (c.global_seed != 0) continue;
+      bool touched = false;
+      for (const std::string& comp : f.components) touched |= comp == c.component;
+      if (!touched) continue;
+      ++total;
+      const CaseResult r = run_case(c, impl, RunnerOptions{{}, "", ""});
+      if (!r.pass) ++caught;
+      EXPECT_FALSE(r.pass) << impl.name() << " passed " << c.name() << "\n" << r.report();
+    }
+  }
+  std::printf("executor integration faults caught: %d/%d cases\n", caught, total);
+  EXPECT_EQ(caught, total);
+}
+
+}  // namespace
+}  // namespace v4ref::compare
