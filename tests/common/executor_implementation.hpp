@@ -3,7 +3,8 @@
 // runner's cases, input kinds, tolerance rows and failure bundles apply to the kernels' own
 // per-tile arithmetic in their block, warp and lane order (docs/cuda-mhc-compressor.md §5).
 //
-// Components and what the adapter adds around the executor:
+// The same adapter runs the kernels themselves on a GPU (KernelBackend; tests/gpu/
+// executor_runner_gpu_test.cpp). Components and what the adapter adds around the kernel:
 //   hc_pre              x -> bf16 stream codes, fn/base/scale fp32; executor_pre (pre-only mode)
 //                       on the tiling of d; u bf16, coefficient row [pre 4 | post 4 | comb 16].
 //   hc_post             f, x bf16; coefficient rows [1 | post | comb]; executor_post.
@@ -22,7 +23,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "v4ref/compare/runner.hpp"
@@ -53,13 +56,50 @@ inline const char* fault_name(ExecutorFault f) {
   return "?";
 }
 
+// Where the kernels' arithmetic runs: the CPU executors (default, every machine) or, in
+// tests/gpu/, the device through the host conveniences of cuda/mhc.hpp and cuda/compressor.hpp.
+// Each function writes into buffers the adapter pre-fills with poison.
+struct KernelBackend {
+  std::string name = "cuda-executor";
+  // pre-only mHC: u [T, d] bf16, coef [T, 24] fp32
+  std::function<void(const cuda::mhc::Problem&, std::uint16_t* u, float* coef)> mhc_pre;
+  // mHC write-back: x_out [T, 4d] bf16
+  std::function<void(const cuda::mhc::Problem&, std::uint16_t* x_out)> mhc_post;
+  // compressor prefill: cache rows [T/m, row_bytes]
+  std::function<void(const cuda::cmp::PrefillProblem&, std::uint8_t* rows)> compressor_prefill;
+};
+
+// The tiling a launch of width d uses on the CPU: the largest cluster S in {16, 8, 4, 2, 1}
+// with 8·S | d (docs/cuda-mhc-compressor.md §2).
+inline cuda::mhc::Tiling executor_tiling(std::int64_t d) {
+  for (int s : {16, 8, 4, 2, 1})
+    if (d % (8 * s) == 0) return cuda::mhc::make_tiling(d, s);
+  return cuda::mhc::make_tiling(d, 16);  // throws the kernel's ShapeError
+}
+
+inline KernelBackend executor_backend() {
+  KernelBackend b;
+  b.mhc_pre = [](const cuda::mhc::Problem& p, std::uint16_t* u, float* coef) {
+    cuda::mhc::executor_pre(executor_tiling(p.d), p, {nullptr, u, coef, nullptr});
+  };
+  b.mhc_post = [](const cuda::mhc::Problem& p, std::uint16_t* x_out) {
+    cuda::mhc::executor_post(p, x_out);
+  };
+  b.compressor_prefill = [](const cuda::cmp::PrefillProblem& p, std::uint8_t* rows) {
+    cuda::cmp::executor_prefill(p, rows);
+  };
+  return b;
+}
+
 class KernelExecutors final : public compare::Implementation {
  public:
-  explicit KernelExecutors(ExecutorFault fault = ExecutorFault::kNone) : fault_(fault) {}
+  explicit KernelExecutors(ExecutorFault fault = ExecutorFault::kNone,
+                           KernelBackend backend = executor_backend())
+      : fault_(fault), backend_(std::move(backend)) {}
 
   std::string name() const override {
-    return fault_ == ExecutorFault::kNone ? "cuda-executor"
-                                          : std::string("cuda-executor-") + fault_name(fault_);
+    return fault_ == ExecutorFault::kNone ? backend_.name
+                                          : backend_.name + "-" + fault_name(fault_);
   }
   std::string path() const override { return "fp32"; }
   bool supports(const compare::Case& c) const override {
@@ -81,6 +121,7 @@ class KernelExecutors final : public compare::Implementation {
  private:
   static constexpr std::uint16_t kPoison16 = 0x7FC1;  // a bf16 NaN
   ExecutorFault fault_;
+  KernelBackend backend_;
 
   static std::vector<float> fp32_values(const ref::Mat& m, const std::string& what) {
     std::vector<float> v(static_cast<std::size_t>(m.size()));
@@ -115,13 +156,6 @@ class KernelExecutors final : public compare::Implementation {
         m(i, j) = static_cast<double>(fmt::bf16_to_float(v[static_cast<std::size_t>(i * cols + j)]));
     return m;
   }
-  // The tiling a launch of width d uses: the largest cluster S in {16, 8, 4, 2, 1} with
-  // 8·S | d (docs/cuda-mhc-compressor.md §2).
-  static cuda::mhc::Tiling tiling_of(std::int64_t d) {
-    for (int s : {16, 8, 4, 2, 1})
-      if (d % (8 * s) == 0) return cuda::mhc::make_tiling(d, s);
-    return cuda::mhc::make_tiling(d, 16);  // throws the kernel's ShapeError
-  }
   static void require_four_streams(const compare::ComponentCall& call) {
     if (call.cfg.hc_mult != cuda::mhc::kStreams)
       throw ConfigError("cuda-executor: the mHC kernels have 4 streams, config has hc_mult = " +
@@ -148,7 +182,7 @@ class KernelExecutors final : public compare::Implementation {
     p.s.sinkhorn_iters = static_cast<int>(call.cfg.hc_sinkhorn_iters);
     std::vector<std::uint16_t> u(static_cast<std::size_t>(T * d), kPoison16);
     std::vector<float> coef(static_cast<std::size_t>(T * cuda::mhc::kMix), std::nanf(""));
-    cuda::mhc::executor_pre(tiling_of(d), p, {nullptr, u.data(), coef.data(), nullptr});
+    backend_.mhc_pre(p, u.data(), coef.data());
 
     ref::Mat pre(T, 4), post(T, 4), comb(T, 16);
     for (std::int64_t t = 0; t < T; ++t) {
@@ -194,7 +228,7 @@ class KernelExecutors final : public compare::Implementation {
     p.f = f.data();
     p.coef_in = coef.data();
     std::vector<std::uint16_t> xo(static_cast<std::size_t>(T * 4 * d), kPoison16);
-    cuda::mhc::executor_post(p, xo.data());
+    backend_.mhc_post(p, xo.data());
     compare::TensorSet out;
     out.put("out", from_bf16(xo, T, 4 * d), "bf16");
     return out;
@@ -244,7 +278,7 @@ class KernelExecutors final : public compare::Implementation {
     p.sin = sin.data();
     std::vector<std::uint8_t> rows(static_cast<std::size_t>(std::max<std::int64_t>(E, 1) * dm.row_bytes()),
                                    0xFF);  // 0xFF: e4m3 NaN codes, ue8m0 NaN scales
-    cmp::executor_prefill(p, rows.data());
+    backend_.compressor_prefill(p, rows.data());
 
     ref::Mat entries(E, w);
     for (std::int64_t j = 0; j < E; ++j) {
@@ -281,5 +315,46 @@ class KernelExecutors final : public compare::Implementation {
     return static_cast<double>(fmt::bf16_to_float(bits));
   }
 };
+
+// An official-mode case of the runner built by hand (the table keeps most cases in exact mode).
+inline compare::Case official_case(const std::string& component, const std::string& config,
+                                   std::vector<std::pair<std::string, std::int64_t>> dims,
+                                   compare::InputKind kind) {
+  compare::Case c;
+  c.component = component;
+  c.config = config;
+  c.dims = std::move(dims);
+  c.kind = kind;
+  c.mode = PrecisionMode::kOfficial;
+  return c;
+}
+
+// The runner table's quick official cases the kernels support, then further official cases
+// (input kinds, two token batches, the HCA ratio, the V4-Flash widths d = 4096, w = 512 / 128),
+// each at global seeds 0, 1 and 2.
+inline std::vector<compare::Case> executor_runner_cases() {
+  using K = compare::InputKind;
+  const KernelExecutors impl;
+  std::vector<compare::Case> base;
+  for (const compare::Case& c : compare::case_table(0))
+    if (impl.supports(c) && !c.slow) base.push_back(c);
+  const std::string tf = "tiny-flash", fl = "v4-flash";
+  base.push_back(official_case("hc_pre", tf, {{"T", 17}}, K::kOutliers));
+  base.push_back(official_case("hc_pre", tf, {{"T", 45}}, K::kRandom));
+  base.push_back(official_case("hc_pre", fl, {{"T", 2}}, K::kRandom));
+  base.push_back(official_case("hc_post", fl, {{"T", 2}}, K::kRandom));
+  base.push_back(official_case("compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers));
+  base.push_back(official_case("compressor", tf, {{"T", 257}, {"m", 128}}, K::kRandom));
+  base.push_back(official_case("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers));
+  base.push_back(official_case("compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom));
+  base.push_back(official_case("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom));
+  std::vector<compare::Case> out;
+  for (std::uint64_t seed : {0ull, 1ull, 2ull})
+    for (compare::Case c : base) {
+      c.global_seed = seed;
+      out.push_back(c);
+    }
+  return out;
+}
 
 }  // namespace v4ref::test

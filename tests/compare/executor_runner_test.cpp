@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <map>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -17,51 +18,14 @@
 #include "v4ref/compare/runner.hpp"
 
 namespace v4ref::compare {
+
+// GoogleTest prints a case by its name (found by ADL).
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name() << " seed " << c.global_seed; }
+
 namespace {
 
 using test::ExecutorFault;
 using test::KernelExecutors;
-using K = InputKind;
-
-Case official(const std::string& component, const std::string& config,
-              std::vector<std::pair<std::string, std::int64_t>> dims, InputKind kind,
-              std::uint64_t seed, bool slow = false) {
-  Case c;
-  c.component = component;
-  c.config = config;
-  c.dims = std::move(dims);
-  c.kind = kind;
-  c.mode = PrecisionMode::kOfficial;
-  c.global_seed = seed;
-  c.slow = slow;
-  return c;
-}
-
-// The runner table's official cases the kernels support, then further official cases (input
-// kinds, HCA ratio, real widths) the table keeps in exact mode only; each at seeds 0, 1, 2.
-std::vector<Case> executor_cases() {
-  const KernelExecutors impl;
-  std::vector<Case> base;
-  for (const Case& c : case_table(0))
-    if (impl.supports(c) && !c.slow) base.push_back(c);
-  const std::string tf = "tiny-flash", fl = "v4-flash";
-  base.push_back(official("hc_pre", tf, {{"T", 17}}, K::kOutliers, 0));
-  base.push_back(official("hc_pre", tf, {{"T", 45}}, K::kRandom, 0));  // more than one 32-token batch
-  base.push_back(official("hc_pre", fl, {{"T", 2}}, K::kRandom, 0));
-  base.push_back(official("hc_post", fl, {{"T", 2}}, K::kRandom, 0));
-  base.push_back(official("compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers, 0));
-  base.push_back(official("compressor", tf, {{"T", 257}, {"m", 128}}, K::kRandom, 0));
-  base.push_back(official("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers, 0));
-  base.push_back(official("compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, 0));
-  base.push_back(official("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, 0));
-  std::vector<Case> out;
-  for (std::uint64_t seed : {0ull, 1ull, 2ull})
-    for (Case c : base) {
-      c.global_seed = seed;
-      out.push_back(c);
-    }
-  return out;
-}
 
 class ExecutorRunner : public ::testing::TestWithParam<Case> {};
 
@@ -78,7 +42,7 @@ TEST_P(ExecutorRunner, KernelArithmeticPassesTheFp32Rows) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Cases, ExecutorRunner, ::testing::ValuesIn(executor_cases()),
+INSTANTIATE_TEST_SUITE_P(Cases, ExecutorRunner, ::testing::ValuesIn(test::executor_runner_cases()),
                          [](const ::testing::TestParamInfo<Case>& p) {
                            return p.param.test_name() + "_s" + std::to_string(p.param.global_seed);
                          });
@@ -117,7 +81,7 @@ TEST(ExecutorRunnerFaults, EveryFaultIsCaughtOnEveryCaseItTouches) {
   int caught = 0, total = 0;
   for (const FaultCase& f : faults) {
     const KernelExecutors impl(f.fault);
-    for (const Case& c : executor_cases()) {
+    for (const Case& c : test::executor_runner_cases()) {
       if (c.global_seed != 0) continue;
       bool touched = false;
       for (const std::string& comp : f.components) touched |= comp == c.component;
