@@ -3,9 +3,13 @@
 //
 //   v4ref forward --checkpoint DIR --tokens FILE [--layers 0-3] [--trace out.h5]
 //                 [--trace-filter 'layers.*.attn.*' ...] [--teacher in.h5] [--precision exact]
-//                 [--mtp] [--keep-weights]
+//                 [--mtp] [--keep-weights] [--impl reference|fp32]
 //   v4ref decode  --checkpoint DIR --tokens FILE [--prefill N] [--generate N] [--check]
 //                 [--trace out.h5]
+//
+// --impl fp32 runs compare/'s float32 forward (fp32_forward.hpp) instead of the reference: its
+// trace is the baseline C of `v4ref bisect A B --baseline C`, which turns the statistical fp32
+// allowance of every trace point into "2 × the plain fp32 error at that point + 2 ulp".
 //
 // Tokens: a text file of integer ids separated by whitespace or commas, or a v4ref trace file
 // (its "tokens" dataset); or --random N [--seed S] for deterministic random ids.
@@ -20,6 +24,7 @@
 
 #include "commands.hpp"
 #include "config_source.hpp"
+#include "v4ref/compare/fp32_forward.hpp"
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/model.hpp"
@@ -172,6 +177,7 @@ struct ForwardOptions {
   std::string layers = "all";
   std::filesystem::path teacher;
   bool mtp = false;
+  std::string impl = "reference";
 };
 
 struct DecodeOptions {
@@ -204,6 +210,11 @@ void register_forward(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--teacher", opt->teacher, "teacher-forced: feed each layer its input from this trace")->check(CLI::ExistingFile);
   cmd->add_flag("--mtp", opt->mtp, "also run MTP block 0 on the next tokens (positions 0..T-2)");
+  cmd->add_option("--impl", opt->impl,
+                  "reference (fp64) or fp32: the float32 port, whose trace is the baseline C of "
+                  "`v4ref bisect --baseline` (exact precision, no --mtp)")
+      ->check(CLI::IsMember({"reference", "fp32"}))
+      ->capture_default_str();
   cmd->callback([opt] {
     Common& c = opt->c;
     const Model m = open_model(c);
@@ -221,7 +232,17 @@ void register_forward(CLI::App& app) {
     Trace trace(c.trace_filter);
     const bool tracing = !c.trace_path.empty();
     const auto t0 = std::chrono::steady_clock::now();
-    const ref::ForwardResult r = m.forward(ids, req, tracing ? &trace : nullptr);
+    const bool fp32 = opt->impl == "fp32";
+    if (fp32 && c.precision != "exact")
+      throw ConfigError("--impl fp32: the float32 port implements the exact math; drop --precision " + c.precision);
+    if (fp32 && opt->mtp) throw ConfigError("--impl fp32 has no MTP block; drop --mtp");
+    ref::ForwardResult r;
+    if (fp32) {
+      m.check_tokens(ids);
+      r.logits = compare::Fp32Forward(m).forward(ids, req, tracing ? &trace : nullptr);
+    } else {
+      r = m.forward(ids, req, tracing ? &trace : nullptr);
+    }
     if (opt->mtp) {
       if (last != cfg.n_layers - 1 || req.teacher != nullptr)
         throw ConfigError("--mtp needs the chained run of every layer (--layers all, no --teacher)");
@@ -232,15 +253,17 @@ void register_forward(CLI::App& app) {
       print_top(mtp, mtp.rows() - 1, "mtp logits at the last position");
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::printf("forward: config %s, %zu tokens, layers %lld-%lld (%s), precision %s, %.2f s\n", cfg.name.c_str(),
+    std::printf("forward: config %s, %zu tokens, layers %lld-%lld (%s), precision %s, %s, %.2f s\n", cfg.name.c_str(),
                 ids.size(), static_cast<long long>(first), static_cast<long long>(last),
-                req.teacher != nullptr ? "teacher-forced" : "chained", c.precision.c_str(), secs);
+                req.teacher != nullptr ? "teacher-forced" : "chained", c.precision.c_str(),
+                fp32 ? "fp32 port" : "reference", secs);
     if (r.logits.size() > 0) {
       if (!r.logits.allFinite()) throw NumericError("forward: non-finite logits");
       print_top(r.logits, r.logits.rows() - 1, "logits at the last position");
     }
     if (tracing) {
       set_provenance(trace, c, m, req.teacher != nullptr ? "teacher-forced" : "chained");
+      trace.attrs()["implementation"] = fp32 ? std::string("fp32-port") : std::string("reference");
       trace.write_hdf5(c.trace_path);
       std::printf("trace: %zu tensors -> %s\n", trace.size(), c.trace_path.string().c_str());
     }
