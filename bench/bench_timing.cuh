@@ -23,6 +23,18 @@
 namespace v4ref::bench {
 
 inline constexpr int kGraphLaunches = 20;
+inline constexpr double kHbmBytesPerSecond = 3.35e12;  // H100 SXM HBM3 (kernel-targets.md §1)
+inline constexpr std::size_t kScratchBytes = std::size_t{256} << 20;  // > 5× the 50 MB L2
+inline constexpr double kL2Bytes = 50e6;
+
+// 64 random bits of element i of a fill with `seed` (splitmix64 finaliser): deterministic
+// synthetic inputs generated on the device, independent of the launch shape.
+__host__ __device__ inline std::uint64_t fill_bits(std::uint64_t seed, std::int64_t i) {
+  std::uint64_t z = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
 
 // The stream a timed `launch` must enqueue on (captured into the graph when there is one).
 inline cudaStream_t& bench_stream() {

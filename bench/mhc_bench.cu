@@ -47,19 +47,16 @@ using namespace v4ref;  // NOLINT: bench file
 using bench::DeviceBuffer;
 namespace mhc = cuda::mhc;
 
-constexpr double kHbm = 3.35e12;  // H100 SXM HBM3 (kernel-targets.md §1)
+using bench::kL2Bytes;
+using bench::kScratchBytes;
+constexpr double kHbm = bench::kHbmBytesPerSecond;
 constexpr double kTargetPctHbm = 80.0;  // kernel-targets.md §4.6: >= 80% of HBM bandwidth
-constexpr std::size_t kScratchBytes = std::size_t{256} << 20;
-constexpr double kL2Bytes = 50e6;
 
 // Deterministic bf16 N(0,1)-like data: sum of 4 uniforms, scaled.
 __global__ void fill_bf16(std::uint16_t* p, std::int64_t n, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint64_t z = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const std::uint64_t z = bench::fill_bits(seed, i);
     float s = 0;
     for (int k = 0; k < 4; ++k)
       s += static_cast<float>((z >> (16 * k)) & 0xFFFF) * (1.0f / 65536.0f);

@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_timing.cuh"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/muon.hpp"
 #include "v4ref/ref/config_json.hpp"
@@ -37,29 +38,18 @@ namespace {
 using namespace v4ref;  // NOLINT: bench file
 
 constexpr double kPeakBf16 = 989e12;  // H100 SXM dense BF16 (kernel-targets.md §1)
-constexpr double kHbm = 3.35e12;      // H100 SXM HBM3
+constexpr double kHbm = bench::kHbmBytesPerSecond;
 constexpr std::int64_t kMaxBatch = 48;
 constexpr std::int64_t kMaxElements = std::int64_t{1} << 30;
-constexpr std::size_t kScratchBytes = std::size_t{256} << 20;
+using bench::kScratchBytes;
 
 __global__ void fill_kernel(float* p, std::int64_t n, std::uint64_t seed) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint64_t z = seed + static_cast<std::uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
+    const std::uint64_t z = bench::fill_bits(seed, i);
     p[i] = static_cast<float>(static_cast<double>(z >> 11) * 0x1.0p-53) * 2.0f - 1.0f;  // U(-1, 1)
   }
 }
-
-struct DeviceArray {
-  void* p = nullptr;
-  explicit DeviceArray(std::size_t bytes) { V4REF_CUDA_CHECK(cudaMalloc(&p, bytes)); }
-  ~DeviceArray() { cudaFree(p); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
-};
 
 double rel_fro_bf16(const std::vector<std::uint16_t>& k, const std::vector<std::uint16_t>& r,
                     bool* finite) {
@@ -96,9 +86,9 @@ void bm_muon_ns(benchmark::State& state, std::int64_t batch, std::int64_t n, std
     const std::vector<cuda::ns::StageF> stages =
         iterations == 10 ? cuda::v4_ns_stages() : cuda::keller_jordan_ns_stages(iterations);
     const std::int64_t total = batch * n * m;
-    DeviceArray u(static_cast<std::size_t>(total) * sizeof(float));
-    DeviceArray out(static_cast<std::size_t>(total) * sizeof(std::uint16_t));
-    DeviceArray scratch(kScratchBytes);
+    bench::DeviceBuffer u(static_cast<std::size_t>(total) * sizeof(float));
+    bench::DeviceBuffer out(static_cast<std::size_t>(total) * sizeof(std::uint16_t));
+    bench::DeviceBuffer scratch(kScratchBytes);
     fill_kernel<<<1024, 256>>>(static_cast<float*>(u.p), total, 0x5EEDull + static_cast<std::uint64_t>(n * m));
     V4REF_CUDA_CHECK_LAUNCH();
     cuda::MuonNs ns_run;
