@@ -24,3 +24,12 @@ if(NOT V4REF_CUDA STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "v4ref: cuda/ ${V4REF_HAVE_CUDA}")
+
+# GPU tests and benches run on machines without this one's shared libraries (HDF5 and its
+# dependencies, OpenMP): scripts/gpu --build-only copies them into <build>/runtime-libs, and the
+# binaries search there first. DT_RPATH (not RUNPATH) so the libraries' own dependencies are found
+# there too.
+function(v4ref_gpu_runtime_rpath target)
+  set_target_properties(${target} PROPERTIES BUILD_RPATH "\$ORIGIN/../runtime-libs")
+  target_link_options(${target} PRIVATE "LINKER:--disable-new-dtags")
+endfunction()
