@@ -560,6 +560,23 @@ ComponentSpec derotate_spec() {
   return s;
 }
 
+ref::CompressorWeights compressor_weights(const ComponentCall& k, bool indexer) {
+  ref::CompressorWeights w;
+  w.prefix = "case.compressor.";
+  w.kind = indexer ? ref::CompressorKind::kIndexer : ref::CompressorKind::kMain;
+  w.ratio = static_cast<int>(k.c.dim("m"));
+  w.width = k.inputs.at("norm").cols();
+  w.wkv = linear("case.compressor.wkv", k.inputs.at("wkv"), ref::WeightStorage::kBf16, false);
+  w.wgate = linear("case.compressor.wgate", k.inputs.at("wgate"), ref::WeightStorage::kBf16, false);
+  w.ape = k.inputs.at("ape");
+  w.norm = row_vec(k.inputs.at("norm"));
+  return w;
+}
+
+std::string entries_dtype(const PrecisionPolicy& policy, bool indexer) {
+  return policy.on(QuantPoint::kBf16Rope) && !indexer ? "bf16" : "f64";
+}
+
 ComponentSpec compressor_spec(bool indexer) {
   ComponentSpec s;
   s.name = indexer ? "indexer_compressor" : "compressor";
@@ -583,24 +600,55 @@ ComponentSpec compressor_spec(bool indexer) {
     return in;
   };
   s.reference = [indexer](const ComponentCall& k) {
-    ref::CompressorWeights w;
-    w.prefix = "case.compressor.";
-    w.kind = indexer ? ref::CompressorKind::kIndexer : ref::CompressorKind::kMain;
-    w.ratio = static_cast<int>(k.c.dim("m"));
-    w.width = k.inputs.at("norm").cols();
-    w.wkv = linear("case.compressor.wkv", k.inputs.at("wkv"), ref::WeightStorage::kBf16, false);
-    w.wgate =
-        linear("case.compressor.wgate", k.inputs.at("wgate"), ref::WeightStorage::kBf16, false);
-    w.ape = k.inputs.at("ape");
-    w.norm = row_vec(k.inputs.at("norm"));
     TensorSet out;
-    out.put(
-        "entries",
-        ref::compress_prefill(k.inputs.at("x"), w, table_of(k.cfg, true), k.cfg.norm_eps, k.policy),
-        k.policy.on(QuantPoint::kBf16Rope) && !indexer ? "bf16" : "f64");
+    out.put("entries",
+            ref::compress_prefill(k.inputs.at("x"), compressor_weights(k, indexer),
+                                  table_of(k.cfg, true), k.cfg.norm_eps, k.policy),
+            entries_dtype(k.policy, indexer));
     return out;
   };
   s.baseline_fp32 = fp32::compressor;
+  return s;
+}
+
+// The same compressor through the decode state machine (§11.2): the prefill hand-off after the
+// first p tokens, then one decode step per token p..T−1. Outputs the entries those steps
+// complete, j = ⌊p/m⌋ .. ⌊T/m⌋ − 1 (the first one pools rows the hand-off carried over when p is
+// not a multiple of m, and for CSA the previous block's rows). Decode computes each entry from
+// the same rows as prefill, so the baseline is the fp32 prefill port's rows j >= ⌊p/m⌋.
+ComponentSpec compressor_decode_spec(bool indexer) {
+  ComponentSpec s = compressor_spec(indexer);
+  s.name = indexer ? "indexer_compressor_decode" : "compressor_decode";
+  s.summary = indexer ? "indexer key compressor by prefill hand-off + decode steps (§11.2, §7.1)"
+                      : "main KV compressor by prefill hand-off + decode steps (§11.2, §6)";
+  s.reference = [indexer](const ComponentCall& k) {
+    const ref::CompressorWeights w = compressor_weights(k, indexer);
+    const ref::RopeTable table = table_of(k.cfg, true);
+    const Mat& x = k.inputs.at("x");
+    const std::int64_t T = x.rows(), p = k.c.dim("p"), m = k.c.dim("m");
+    ref::CompressorPrefill pre =
+        ref::compress_prefill_with_state(x.topRows(p), w, table, k.cfg.norm_eps, k.policy);
+    Mat entries(T / m - p / m, w.width);
+    Eigen::Index n = 0;
+    for (std::int64_t t = p; t < T; ++t) {
+      const std::optional<ref::Vec> e = ref::compress_decode_step(
+          Mat(x.row(t)), t, pre.state, w, table, k.cfg.norm_eps, k.policy);
+      if (e) entries.row(n++) = e->transpose();
+    }
+    TensorSet out;
+    out.put("entries", std::move(entries), entries_dtype(k.policy, indexer));
+    return out;
+  };
+  s.baseline_fp32 = [indexer](const ComponentCall& k) {
+    Case prefill = k.c;
+    prefill.component = indexer ? "indexer_compressor" : "compressor";
+    const TensorSet all = fp32::compressor({prefill, k.cfg, k.policy, k.inputs});
+    const Mat& e = all.at("entries");
+    const std::int64_t first = k.c.dim("p") / k.c.dim("m");
+    TensorSet out;
+    out.put("entries", Mat(e.bottomRows(e.rows() - first)), all.dtype("entries"));
+    return out;
+  };
   return s;
 }
 
@@ -1101,6 +1149,7 @@ const std::vector<ComponentSpec>& components() {
       sink_attention_spec(),   attention_core_spec(),
       derotate_spec(),         grouped_out_proj_spec(),
       compressor_spec(false),  compressor_spec(true),
+      compressor_decode_spec(false), compressor_decode_spec(true),
       index_scores_spec(),     router_spec(),
       hash_router_spec(),      expert_spec(),
       dequant_fp8_spec(),      dequant_fp4_spec()};
@@ -1228,6 +1277,20 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
     add("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, k, P::kExact);
   add("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kRandom, P::kOfficial);
   add("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom, P::kOfficial, true);
+  // Decode through the §11.2 state machine from prefill splits p: 0 (decode only), mid-block, past
+  // a block boundary; the HCA hand-off of a partial block.
+  for (std::int64_t p : {0, 13, 33})
+    add("compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", p}}, K::kRandom, P::kExact);
+  add("compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kOutliers, P::kExact);
+  add("compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kRandom, P::kOfficial);
+  add("compressor_decode", tf, {{"T", 300}, {"m", 128}, {"p", 130}}, K::kRandom, P::kExact);
+  add("compressor_decode", tf, {{"T", 300}, {"m", 128}, {"p", 130}}, K::kRandom, P::kOfficial);
+  add("compressor_decode", fl, {{"T", 16}, {"m", 4}, {"p", 5}}, K::kRandom, P::kOfficial);
+  for (std::int64_t p : {0, 13})
+    add("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", p}}, K::kRandom, P::kExact);
+  add("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kOutliers, P::kExact);
+  add("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kRandom, P::kOfficial);
+  add("indexer_compressor_decode", fl, {{"T", 16}, {"m", 4}, {"p", 5}}, K::kRandom, P::kOfficial);
 
   const std::vector<std::pair<std::string, std::int64_t>> idx = {
       {"T", 16}, {"p0", 200}, {"H", 4}, {"D", 128}, {"K", 32}};

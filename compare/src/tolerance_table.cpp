@@ -218,6 +218,27 @@ constexpr std::array kRows = {
                  {},
                  "Baseline rule (c = 2): as compressor.entries, then the Hadamard rotation and "
                  "(qat/official) Q4."},
+    ToleranceRow{"compressor_decode.entries",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "As compressor.entries: a decode step pools the same rows (the hand-off state and "
+                 "the stored tokens) with the same arithmetic, so the fp32 prefill port is the "
+                 "plain baseline of the decoded entries."},
+    ToleranceRow{"indexer_compressor_decode.entries",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "As indexer_compressor.entries, for the entries decode steps complete (baseline: "
+                 "the fp32 prefill port's rows of those entries)."},
     ToleranceRow{"index_scores.scores",
                  "fp32",
                  R::kBaseline,
@@ -314,6 +335,10 @@ constexpr std::array kRows = {
     ToleranceRow{"compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{
         "indexer_compressor.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"compressor_decode.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {},
+                 kFp64Order},
+    ToleranceRow{"indexer_compressor_decode.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {},
+                 {}, kFp64Order},
     ToleranceRow{
         "index_scores.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"index_scores.topk_idx", "fp64", R::kNearTieSet, 2, 0, 0, "scores",
@@ -371,6 +396,26 @@ constexpr std::array kRows = {
                  "cos_diff: uniform-in-step model E[(err/x)^2] = (0.7)^2/12 = 0.04 -> 0.02, gated "
                  "at 5e-2 (2.5x). Measured: rel_fro 0.115 / 0.112, cos_diff 6.6e-3 / 6.3e-3 "
                  "(tiny-flash / v4-flash official cases)."},
+    ToleranceRow{"compressor_decode.entries",
+                 "loose",
+                 R::kStatistical,
+                 0.08,
+                 0,
+                 1e-3,
+                 {},
+                 {},
+                 "The quantisation points of compressor.entries (Q8 on the nope dims after the bf16 "
+                 "stores), applied to the entries decode steps complete: the same bound."},
+    ToleranceRow{"indexer_compressor_decode.entries",
+                 "loose",
+                 R::kStatistical,
+                 0.3,
+                 0,
+                 5e-2,
+                 {},
+                 {},
+                 "The quantisation points of indexer_compressor.entries (Q4 after the Hadamard "
+                 "rotation) on the entries decode steps complete: the same bound."},
     ToleranceRow{"index_scores.scores",
                  "loose",
                  R::kStatistical,

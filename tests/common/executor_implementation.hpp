@@ -13,12 +13,14 @@
 //                       RoPE rows of positions j·m from the layer's fp32 frequencies; executor_prefill
 //                       into poisoned cache rows; entries decoded from the rows (main: e4m3 × ue8m0
 //                       per 64 nope dims + bf16 rope dims; indexer: e2m1 × ue8m0 per 32).
+//   *_decode            the same, through executor_prefill_state after p tokens and one
+//                       executor_decode_step per token p..T−1 (§11.2).
 // The kernels implement the official numerics only, so only official-mode cases are supported.
 // Outputs start as NaN-poisoned buffers: an element the executor does not write fails the case.
 //
 // A Fault makes the adapter misuse the kernel the way an integration bug would (hc_eps not
-// passed, comb read transposed, ape rows off by one, RoPE positions j instead of j·m); the runner
-// must catch each (tests/compare/executor_runner_test.cpp).
+// passed, comb read transposed, ape rows off by one, RoPE positions j instead of j·m, decode
+// started from an empty state instead of the prefill hand-off); the runner must catch each (tests/compare/executor_runner_test.cpp).
 #pragma once
 
 #include <cmath>
@@ -43,6 +45,7 @@ enum class ExecutorFault {
   kCombTransposed,    // comb read as coef[8 + 4i + j] instead of coef[8 + 4j + i]
   kApeRowsShifted,    // ape row r handed to the kernel as row (r + 1) mod m
   kRopePositionsJ,    // RoPE rows for positions j instead of j·m
+  kHandOffEmpty,      // decode starts from the initial state instead of the prefill hand-off
 };
 
 inline const char* fault_name(ExecutorFault f) {
@@ -52,6 +55,7 @@ inline const char* fault_name(ExecutorFault f) {
     case ExecutorFault::kCombTransposed: return "comb-transposed";
     case ExecutorFault::kApeRowsShifted: return "ape-rows-shifted";
     case ExecutorFault::kRopePositionsJ: return "rope-positions-j";
+    case ExecutorFault::kHandOffEmpty: return "hand-off-empty";
   }
   return "?";
 }
@@ -67,6 +71,12 @@ struct KernelBackend {
   std::function<void(const cuda::mhc::Problem&, std::uint16_t* x_out)> mhc_post;
   // compressor prefill: cache rows [T/m, row_bytes]
   std::function<void(const cuda::cmp::PrefillProblem&, std::uint8_t* rows)> compressor_prefill;
+  // compressor decode (§11.2): the hand-off state after the first p tokens of `all`, then one
+  // decode step per token p..T−1, writing cache rows j = ⌊p/m⌋ .. ⌊T/m⌋ − 1 of rows [T/m, ·].
+  // `state_fault` (may be empty) edits the hand-off state before the first step.
+  std::function<void(const cuda::cmp::PrefillProblem& all, std::int64_t p, std::uint8_t* rows,
+                     const std::function<void(cuda::cmp::DecodeState&)>& state_fault)>
+      compressor_decode;
 };
 
 // The tiling a launch of width d uses on the CPU: the largest cluster S in {16, 8, 4, 2, 1}
@@ -88,7 +98,42 @@ inline KernelBackend executor_backend() {
   b.compressor_prefill = [](const cuda::cmp::PrefillProblem& p, std::uint8_t* rows) {
     cuda::cmp::executor_prefill(p, rows);
   };
+  b.compressor_decode = [](const cuda::cmp::PrefillProblem& all, std::int64_t p, std::uint8_t* rows,
+                           const std::function<void(cuda::cmp::DecodeState&)>& state_fault) {
+    const cuda::cmp::Dims& dm = all.dm;
+    cuda::cmp::PrefillProblem head = all;
+    head.tokens = p;
+    cuda::cmp::DecodeState st = cuda::cmp::executor_prefill_state(head);
+    if (state_fault) state_fault(st);
+    for (std::int64_t t = p; t < all.tokens; ++t) {
+      const std::int64_t j = t / dm.ratio;
+      cuda::cmp::executor_decode_step(dm, st, t, all.a + t * dm.cw(), all.g + t * dm.cw(), all.ape,
+                                      all.norm_w, all.eps,
+                                      cuda::cmp::RopeRow{all.cos + j * 32, all.sin + j * 32},
+                                      rows + j * dm.row_bytes());
+    }
+  };
   return b;
+}
+
+inline constexpr ExecutorFault kExecutorFaults[] = {
+    ExecutorFault::kHcEpsMissing, ExecutorFault::kCombTransposed, ExecutorFault::kApeRowsShifted,
+    ExecutorFault::kRopePositionsJ, ExecutorFault::kHandOffEmpty};
+
+// Whether `f` changes the outputs of case `c` (the cases a fault must fail).
+inline bool fault_touches(ExecutorFault f, const compare::Case& c) {
+  const std::string& k = c.component;
+  const bool decode = k == "compressor_decode" || k == "indexer_compressor_decode";
+  const bool compressor = decode || k == "compressor" || k == "indexer_compressor";
+  switch (f) {
+    case ExecutorFault::kNone: return false;
+    case ExecutorFault::kHcEpsMissing: return k == "hc_pre";
+    case ExecutorFault::kCombTransposed: return k == "hc_pre" || k == "hc_post";
+    case ExecutorFault::kApeRowsShifted:
+    case ExecutorFault::kRopePositionsJ: return compressor;
+    case ExecutorFault::kHandOffEmpty: return decode && c.dim("p") > 0;  // p = 0: nothing handed off
+  }
+  return false;
 }
 
 class KernelExecutors final : public compare::Implementation {
@@ -104,8 +149,7 @@ class KernelExecutors final : public compare::Implementation {
   std::string path() const override { return "fp32"; }
   bool supports(const compare::Case& c) const override {
     return c.mode == PrecisionMode::kOfficial &&
-           (c.component == "hc_pre" || c.component == "hc_post" || c.component == "compressor" ||
-            c.component == "indexer_compressor");
+           (c.component == "hc_pre" || c.component == "hc_post" || is_compressor(c.component));
   }
   compare::TensorSet run(const compare::ComponentCall& call) const override {
     const std::string& comp = call.c.component;
@@ -114,12 +158,16 @@ class KernelExecutors final : public compare::Implementation {
                         comp + " is in another mode");
     if (comp == "hc_pre") return hc_pre(call);
     if (comp == "hc_post") return hc_post(call);
-    if (comp == "compressor" || comp == "indexer_compressor") return compressor(call);
+    if (is_compressor(comp)) return compressor(call);
     throw ConfigError(name() + ": no kernel for component " + comp);
   }
 
  private:
   static constexpr std::uint16_t kPoison16 = 0x7FC1;  // a bf16 NaN
+  static bool is_compressor(const std::string& c) {
+    return c == "compressor" || c == "indexer_compressor" || c == "compressor_decode" ||
+           c == "indexer_compressor_decode";
+  }
   ExecutorFault fault_;
   KernelBackend backend_;
 
@@ -236,7 +284,8 @@ class KernelExecutors final : public compare::Implementation {
 
   compare::TensorSet compressor(const compare::ComponentCall& call) const {
     namespace cmp = cuda::cmp;
-    const bool indexer = call.c.component == "indexer_compressor";
+    const bool indexer = call.c.component.rfind("indexer_", 0) == 0;
+    const bool decode = call.c.component.find("_decode") != std::string::npos;
     const int m = static_cast<int>(call.c.dim("m"));
     const ref::Mat& x = call.inputs.at("x");
     const ref::Mat& norm = call.inputs.at("norm");
@@ -278,12 +327,22 @@ class KernelExecutors final : public compare::Implementation {
     p.sin = sin.data();
     std::vector<std::uint8_t> rows(static_cast<std::size_t>(std::max<std::int64_t>(E, 1) * dm.row_bytes()),
                                    0xFF);  // 0xFF: e4m3 NaN codes, ue8m0 NaN scales
-    backend_.compressor_prefill(p, rows.data());
+    std::int64_t first = 0;  // the first entry the component outputs
+    if (decode) {
+      const std::int64_t prefill_tokens = call.c.dim("p");
+      first = prefill_tokens / m;
+      std::function<void(cmp::DecodeState&)> state_fault;
+      if (fault_ == ExecutorFault::kHandOffEmpty)
+        state_fault = [&dm](cmp::DecodeState& st) { st = cmp::DecodeState(dm); };
+      backend_.compressor_decode(p, prefill_tokens, rows.data(), state_fault);
+    } else {
+      backend_.compressor_prefill(p, rows.data());
+    }
 
-    ref::Mat entries(E, w);
-    for (std::int64_t j = 0; j < E; ++j) {
+    ref::Mat entries(E - first, w);
+    for (std::int64_t j = first; j < E; ++j) {
       const std::uint8_t* row = rows.data() + j * dm.row_bytes();
-      for (std::int64_t i = 0; i < w; ++i) entries(j, i) = decode_entry(dm, row, i);
+      for (std::int64_t i = 0; i < w; ++i) entries(j - first, i) = decode_entry(dm, row, i);
     }
     compare::TensorSet out;
     out.put("entries", std::move(entries), indexer ? "f32" : "bf16");
@@ -348,9 +407,21 @@ inline std::vector<compare::Case> executor_runner_cases() {
   base.push_back(official_case("indexer_compressor", tf, {{"T", 67}, {"m", 4}}, K::kOutliers));
   base.push_back(official_case("compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom));
   base.push_back(official_case("indexer_compressor", fl, {{"T", 16}, {"m", 4}}, K::kRandom));
+  base.push_back(official_case("compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 0}}, K::kRandom));
+  base.push_back(official_case("compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 33}}, K::kOutliers));
+  base.push_back(official_case("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 0}}, K::kRandom));
+  base.push_back(official_case("compressor_decode", fl, {{"T", 16}, {"m", 4}, {"p", 5}}, K::kRandom));
+  base.push_back(official_case("indexer_compressor_decode", fl, {{"T", 16}, {"m", 4}, {"p", 5}}, K::kRandom));
+  // The table may hold an extra already (same name): keep one.
+  std::vector<compare::Case> unique;
+  for (const compare::Case& c : base) {
+    bool seen = false;
+    for (const compare::Case& u : unique) seen |= u.name() == c.name();
+    if (!seen) unique.push_back(c);
+  }
   std::vector<compare::Case> out;
   for (std::uint64_t seed : {0ull, 1ull, 2ull})
-    for (compare::Case c : base) {
+    for (compare::Case c : unique) {
       c.global_seed = seed;
       out.push_back(c);
     }

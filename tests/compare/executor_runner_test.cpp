@@ -52,7 +52,8 @@ TEST(ExecutorRunnerTable, CoversEveryKernelComponentInTheRunnersOwnTable) {
   std::map<std::string, int> from_table;
   for (const Case& c : case_table(0))
     if (impl.supports(c)) ++from_table[c.component];
-  for (const char* comp : {"hc_pre", "hc_post", "compressor", "indexer_compressor"})
+  for (const char* comp : {"hc_pre", "hc_post", "compressor", "indexer_compressor",
+                           "compressor_decode", "indexer_compressor_decode"})
     EXPECT_GE(from_table[comp], 1) << comp << " has no official-mode case in case_table()";
   // Exact-mode cases are refused, not silently approximated.
   for (const Case& c : case_table(0))
@@ -65,27 +66,13 @@ TEST(ExecutorRunnerTable, CoversEveryKernelComponentInTheRunnersOwnTable) {
     }
 }
 
-// Integration faults: the runner must fail every case of the component the fault touches.
-struct FaultCase {
-  ExecutorFault fault;
-  std::vector<std::string> components;
-};
-
+// Integration faults: the runner must fail every case the fault touches.
 TEST(ExecutorRunnerFaults, EveryFaultIsCaughtOnEveryCaseItTouches) {
-  const std::vector<FaultCase> faults = {
-      {ExecutorFault::kHcEpsMissing, {"hc_pre"}},
-      {ExecutorFault::kCombTransposed, {"hc_pre", "hc_post"}},
-      {ExecutorFault::kApeRowsShifted, {"compressor", "indexer_compressor"}},
-      {ExecutorFault::kRopePositionsJ, {"compressor", "indexer_compressor"}},
-  };
   int caught = 0, total = 0;
-  for (const FaultCase& f : faults) {
-    const KernelExecutors impl(f.fault);
+  for (const ExecutorFault f : test::kExecutorFaults) {
+    const KernelExecutors impl(f);
     for (const Case& c : test::executor_runner_cases()) {
-      if (c.global_seed != 0) continue;
-      bool touched = false;
-      for (const std::string& comp : f.components) touched |= comp == c.component;
-      if (!touched) continue;
+      if (c.global_seed != 0 || !test::fault_touches(f, c)) continue;
       ++total;
       const CaseResult r = run_case(c, impl, RunnerOptions{{}, "", ""});
       if (!r.pass) ++caught;

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <ostream>
 #include <string>
@@ -45,6 +46,27 @@ test::KernelBackend device_backend() {
     const cuda::CompressorHostOut o = cuda::compressor_prefill_host(p, false);
     std::memcpy(rows, o.cache.data(), o.cache.size());
   };
+  // Prefill of the first p tokens with its hand-off state on the device, then the decode steps
+  // on the device from that state.
+  b.compressor_decode = [](const cuda::cmp::PrefillProblem& all, std::int64_t p, std::uint8_t* rows,
+                           const std::function<void(cuda::cmp::DecodeState&)>& state_fault) {
+    const cuda::cmp::Dims& dm = all.dm;
+    cuda::cmp::PrefillProblem head = all;
+    head.tokens = p;
+    const cuda::CompressorHostOut o = cuda::compressor_prefill_host(head, true);
+    cuda::cmp::DecodeState st(dm);
+    st.kv = o.state_kv;
+    st.score = o.state_score;
+    if (state_fault) state_fault(st);
+    const std::int64_t entries = all.tokens / dm.ratio;
+    std::vector<std::uint8_t> cache(static_cast<std::size_t>(std::max<std::int64_t>(entries, 1) * dm.row_bytes()), 0xFF);
+    const std::vector<float> cos(all.cos, all.cos + std::max<std::int64_t>(entries, 1) * 32),
+        sin(all.sin, all.sin + std::max<std::int64_t>(entries, 1) * 32);
+    cuda::compressor_decode_host(dm, p, all.tokens - p, all.a + p * dm.cw(), all.g + p * dm.cw(),
+                                 all.ape, all.norm_w, all.eps, cos, sin, st, cache);
+    const std::size_t from = static_cast<std::size_t>((p / dm.ratio) * dm.row_bytes());
+    std::memcpy(rows + from, cache.data() + from, cache.size() - from);
+  };
   return b;
 }
 
@@ -70,17 +92,10 @@ INSTANTIATE_TEST_SUITE_P(Cases, ExecutorRunnerGpu, ::testing::ValuesIn(test::exe
 TEST(ExecutorRunnerGpuFaults, IntegrationFaultsAreCaughtOnTheDevice) {
   V4REF_REQUIRE_DEVICE();
   int caught = 0, total = 0;
-  for (const test::ExecutorFault f :
-       {test::ExecutorFault::kHcEpsMissing, test::ExecutorFault::kCombTransposed,
-        test::ExecutorFault::kApeRowsShifted, test::ExecutorFault::kRopePositionsJ}) {
+  for (const test::ExecutorFault f : test::kExecutorFaults) {
     const test::KernelExecutors impl(f, device_backend());
-    const bool mhc = f == test::ExecutorFault::kHcEpsMissing || f == test::ExecutorFault::kCombTransposed;
     for (const Case& c : test::executor_runner_cases()) {
-      if (c.global_seed != 0) continue;
-      const bool touched = mhc ? (c.component == "hc_pre" ||
-                                  (f == test::ExecutorFault::kCombTransposed && c.component == "hc_post"))
-                               : (c.component == "compressor" || c.component == "indexer_compressor");
-      if (!touched) continue;
+      if (c.global_seed != 0 || !test::fault_touches(f, c)) continue;
       ++total;
       const CaseResult r = run_case(c, impl, RunnerOptions{{}, "", ""});
       caught += r.pass ? 0 : 1;
