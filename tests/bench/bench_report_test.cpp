@@ -4,11 +4,11 @@
 // The numbers below are made up for the test and written only under a temporary folder.
 #include "bench_report.hpp"
 
+#include "../common/test_support.hpp"
+
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -200,13 +200,9 @@ TEST(BenchReport, WriteFailureNamesThePath) {
 }
 
 int run_shell(const std::string& cmd, std::string* out) {
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return -1;
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out->append(buf.data(), n);
-  const int raw = pclose(pipe);
-  return WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  const test::CommandResult r = test::run_command(cmd);
+  *out += r.out;
+  return r.status;
 }
 
 std::string read_text(const fs::path& p) {

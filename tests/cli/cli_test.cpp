@@ -2,13 +2,12 @@
 #include <unistd.h>
 #include <gtest/gtest.h>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <sys/wait.h>
 
+#include "../common/test_support.hpp"
 #include "v4ref/ref/checkpoint_layout.hpp"
 #include "v4ref/ref/config_json.hpp"
 
@@ -18,23 +17,9 @@ namespace {
 const std::string kTool = std::string(V4REF_BINARY_DIR) + "/bin/v4ref";
 const std::filesystem::path kTinyFlash = std::filesystem::path(V4REF_SOURCE_DIR) / "golden/checkpoints/tiny-flash-s0";
 
-struct RunResult {
-  int status = -1;
-  std::string out;  // stdout and stderr together
-};
+using RunResult = test::CommandResult;
 
-RunResult run(const std::string& args) {
-  RunResult r;
-  const std::string cmd = kTool + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
+RunResult run(const std::string& args) { return test::run_command(kTool + " " + args); }
 
 std::filesystem::path temp_dir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("v4ref_cli_" + name + "_" + std::to_string(::getpid()));

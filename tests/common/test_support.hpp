@@ -1,11 +1,14 @@
 // Helpers shared by the test files: deterministic random data (the project's own generator,
 // guide/verification.md §6 — std::normal_distribution is implementation-defined and not used),
-// exception checks that read the message, byte views and temporary directories.
+// exception checks that read the message, byte views, temporary directories and shell commands.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <array>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -95,5 +98,23 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// Runs `cmd` through the shell; its exit status (−1 if it did not exit normally) and stdout and
+// stderr together.
+struct CommandResult {
+  int status = -1;
+  std::string out;
+};
+inline CommandResult run_command(const std::string& cmd) {
+  CommandResult r;
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return r;
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
 
 }  // namespace v4ref::test

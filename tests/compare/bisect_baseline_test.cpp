@@ -5,16 +5,14 @@
 // 1e-6 absolute change — passes the statistical row but is named, at its first tensor, under
 // the baseline row; the port itself passes against its own baseline at ratio ≤ 1/2.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <variant>
 #include <vector>
 
+#include "../common/test_support.hpp"
 #include "v4ref/compare/bisect.hpp"
 #include "v4ref/compare/fp32_forward.hpp"
 #include "v4ref/ref/config_json.hpp"
@@ -100,35 +98,16 @@ TEST(BisectBaseline, ASmallBugPassesTheStatisticalRowButNotTheBaselineRow) {
               r.first()->ratio, r.first()->gate.c_str());
 }
 
-struct Shell {
-  int status = -1;
-  std::string out;
-};
-
-Shell shell(const std::string& cmd) {
-  Shell r;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return r;
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
-
 // The commands a user runs: the two forwards, then bisect with the port's trace as baseline.
 TEST(BisectBaselineCli, ForwardImplFp32WritesTheBaselineTrace) {
   const std::string exe = std::string(V4REF_BINARY_DIR) + "/bin/v4ref";
   const std::string ckpt = std::string(V4REF_SOURCE_DIR) + "/golden/checkpoints/tiny-flash-s0";
-  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                                    ("v4ref_bisect_baseline_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
+  const test::TempDir tmp("bisect_baseline");
+  const std::filesystem::path dir = tmp.path();
   const std::string fwd = exe + " forward --quiet --checkpoint " + ckpt + " --random 40 --seed 5 --trace ";
-  const Shell a = shell(fwd + (dir / "a.h5").string());
+  const test::CommandResult a = test::run_command(fwd + (dir / "a.h5").string());
   ASSERT_EQ(a.status, 0) << a.out;
-  const Shell c = shell(fwd + (dir / "c.h5").string() + " --impl fp32");
+  const test::CommandResult c = test::run_command(fwd + (dir / "c.h5").string() + " --impl fp32");
   ASSERT_EQ(c.status, 0) << c.out;
   EXPECT_NE(c.out.find("fp32 port"), std::string::npos) << c.out;
   const Trace ct = Trace::read_hdf5(dir / "c.h5");
@@ -136,17 +115,16 @@ TEST(BisectBaselineCli, ForwardImplFp32WritesTheBaselineTrace) {
   EXPECT_TRUE(ct.has("logits"));
   EXPECT_NE(ct.at("logits"), Trace::read_hdf5(dir / "a.h5").at("logits")) << "fp32 logits equal the fp64 ones";
 
-  const Shell b = shell(exe + " bisect " + (dir / "a.h5").string() + " " + (dir / "c.h5").string() +
+  const test::CommandResult b = test::run_command(exe + " bisect " + (dir / "a.h5").string() + " " + (dir / "c.h5").string() +
                         " --mode chained --baseline " + (dir / "c.h5").string());
   EXPECT_EQ(b.status, 0) << b.out;
   EXPECT_NE(b.out.find("RESULT: PASS"), std::string::npos) << b.out;
 
   for (const char* bad : {" --precision qat", " --mtp", " --impl cuda"}) {
-    const Shell e = shell(fwd + (dir / "x.h5").string() + " --impl fp32" + bad);
+    const test::CommandResult e = test::run_command(fwd + (dir / "x.h5").string() + " --impl fp32" + bad);
     EXPECT_NE(e.status, 0) << bad << ": " << e.out;
     EXPECT_NE(e.out.find("impl"), std::string::npos) << bad << ": " << e.out;
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
