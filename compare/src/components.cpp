@@ -341,10 +341,18 @@ ComponentSpec hc_pre_spec() {
     in.put("x", std::move(x), "bf16");
     in.put("fn", to_fp32(normal(c, "fn", mix, dc, 1.0 / std::sqrt(static_cast<double>(dc)))),
            "f32");
-    in.put("base", to_fp32(normal(c, "base", 1, mix, 0.5)), "f32");
+    Mat base = to_fp32(normal(c, "base", 1, mix, 0.5));
     Rng rng = rng_for(c, "scale", 1, 3);
     Mat scale(1, 3);
     for (int i = 0; i < 3; ++i) scale(0, i) = fmt::round_fp32(rng.uniform(0.5, 2.0));
+    if (c.kind == InputKind::kOutliers) {
+      // Saturated comb logits (base ±8, s2 = 30): softmax rows near one-hot, so Sinkhorn is still
+      // moving at its last iterations and the iteration count and order are visible (§4.3).
+      const std::int64_t hc = cfg.hc_mult, comb0 = 2 * hc;
+      for (std::int64_t i = comb0; i < comb0 + hc * hc; ++i) base(0, i) = (i % 3 == 0) ? 8.0 : -8.0;
+      scale(0, 2) = 30.0;
+    }
+    in.put("base", std::move(base), "f32");
     in.put("scale", std::move(scale), "f32");
     return in;
   };
