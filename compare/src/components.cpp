@@ -634,6 +634,9 @@ ComponentSpec compressor_decode_spec(bool indexer) {
     const ref::RopeTable table = table_of(k.cfg, true);
     const Mat& x = k.inputs.at("x");
     const std::int64_t T = x.rows(), p = k.c.dim("p"), m = k.c.dim("m");
+    if (p < 0 || p > T)
+      throw ConfigError("case " + k.c.name() + ": prefill split p = " + std::to_string(p) +
+                        " outside [0, T = " + std::to_string(T) + "]");
     ref::CompressorPrefill pre =
         ref::compress_prefill_with_state(x.topRows(p), w, table, k.cfg.norm_eps, k.policy);
     Mat entries(T / m - p / m, w.width);
@@ -653,6 +656,9 @@ ComponentSpec compressor_decode_spec(bool indexer) {
     const TensorSet all = fp32::compressor({prefill, k.cfg, k.policy, k.inputs});
     const Mat& e = all.at("entries");
     const std::int64_t first = k.c.dim("p") / k.c.dim("m");
+    if (first < 0 || first > e.rows())
+      throw ConfigError("case " + k.c.name() + ": prefill split p = " + std::to_string(k.c.dim("p")) +
+                        " outside the sequence");
     TensorSet out;
     out.put("entries", Mat(e.bottomRows(e.rows() - first)), all.dtype("entries"));
     return out;
