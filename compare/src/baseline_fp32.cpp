@@ -179,6 +179,57 @@ void attend_f(const float* q, const MatF& keys, const MatF& sink, std::int64_t H
   }
 }
 
+// y = x Wᵀ of a linear layer with the policy's points (§2.5 item 1, §12): Q8(·; 128) on every
+// input row when the weight is fp8/fp4 (`act_q8`) and act_q8_128 is on; bf16 output under
+// store_bf16_linear.
+MatF linear_f(MatF x, const MatF& w, const PrecisionPolicy& pol, bool act_q8) {
+  if (act_q8 && pol.on(QuantPoint::kActQ8))
+    for (Eigen::Index t = 0; t < x.rows(); ++t)
+      fake_quant_row(x.row(t).data(), x.cols(), 128, false);
+  MatF y = matmul_xwt(x, w);
+  bf16_if(y, pol, QuantPoint::kBf16Linear);
+  return y;
+}
+
+// Weighted RMSNorm of every row in place (§2.1), bf16 under store_bf16_norm.
+void weighted_norm_f(MatF& x, const MatF& w, float eps, const PrecisionPolicy& pol) {
+  for (Eigen::Index t = 0; t < x.rows(); ++t) {
+    const float r = inv_rms_f(x.row(t).data(), x.cols(), eps);
+    for (Eigen::Index i = 0; i < x.cols(); ++i) x(t, i) = w(0, i) * (x(t, i) * r);
+  }
+  bf16_if(x, pol, QuantPoint::kBf16Norm);
+}
+
+// Unweighted RMS normalisation of one query head of n values in place (§2.2). Under
+// bf16_q_head_norm every op of the official bf16 evaluation rounds to bf16: the squares, the
+// mean (an fp32 sum rounded once), mean + eps, the reciprocal square root and the product.
+void head_norm_f(float* q, std::int64_t n, float eps, bool bf16) {
+  if (!bf16) {
+    const float r = inv_rms_f(q, n, eps);
+    for (std::int64_t i = 0; i < n; ++i) q[i] = q[i] * r;
+    return;
+  }
+  float s = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float qi = bf16f(q[i]);
+    s += bf16f(qi * qi);
+  }
+  const float m = bf16f(s / static_cast<float>(n));
+  const float r = bf16f(1.0f / std::sqrt(bf16f(m + eps)));
+  for (std::int64_t i = 0; i < n; ++i) q[i] = bf16f(bf16f(q[i]) * r);
+}
+
+// RoPE on the last r dims of every one of the `heads` slices of `head_dim` columns of x, row t
+// at positions[t] (§2.3), bf16 under store_bf16_rope.
+void rope_heads_f(MatF& x, std::int64_t heads, std::int64_t head_dim, const Mat& positions,
+                  const ref::RopeTable& table, const PrecisionPolicy& pol) {
+  const bool round = pol.on(QuantPoint::kBf16Rope);
+  for (Eigen::Index t = 0; t < x.rows(); ++t)
+    for (std::int64_t h = 0; h < heads; ++h)
+      rope_f(x.row(t).data() + h * head_dim + head_dim - table.rope_dim,
+             static_cast<std::int64_t>(positions(t, 0)), table, round);
+}
+
 // Router scores s_e = sqrt(softplus(z·gate_e)) (§9.1): z [T, d], gate [E, d] -> [T, E].
 MatF router_scores_f(const MatF& z, const MatF& gate) {
   MatF scores = matmul_xwt(z, gate);
@@ -322,6 +373,61 @@ TensorSet hc_head(const ComponentCall& call) {
   bf16_if(y, call.policy, QuantPoint::kBf16Residual);
   TensorSet out;
   out.put("out", to_d(y), dtype_if(call.policy, QuantPoint::kBf16Residual));
+  return out;
+}
+
+TensorSet q_path(const ComponentCall& call) {
+  const PrecisionPolicy& pol = call.policy;
+  const ModelConfig& cfg = call.cfg;
+  const std::int64_t H = cfg.n_heads, D = cfg.head_dim;
+  const auto eps = static_cast<float>(cfg.norm_eps);
+  MatF c = linear_f(to_f(call.inputs.at("x")), to_f(call.inputs.at("wq_a")), pol, true);
+  weighted_norm_f(c, to_f(call.inputs.at("q_norm")), eps, pol);
+  MatF q = linear_f(c, to_f(call.inputs.at("wq_b")), pol, true);
+  const bool bf16_norm = pol.on(QuantPoint::kBf16QHeadNorm);
+  for (Eigen::Index t = 0; t < q.rows(); ++t)
+    for (std::int64_t h = 0; h < H; ++h) head_norm_f(q.row(t).data() + h * D, D, eps, bf16_norm);
+  rope_heads_f(q, H, D, call.inputs.at("positions"), table_of(call, call.c.dim("yarn") != 0), pol);
+  TensorSet out;
+  out.put("c", to_d(c), dtype_if(pol, QuantPoint::kBf16Norm));
+  out.put("q", to_d(q), dtype_if(pol, QuantPoint::kBf16Rope));
+  return out;
+}
+
+TensorSet kv_path(const ComponentCall& call) {
+  const PrecisionPolicy& pol = call.policy;
+  const ModelConfig& cfg = call.cfg;
+  const std::int64_t D = cfg.head_dim;
+  MatF kv = linear_f(to_f(call.inputs.at("x")), to_f(call.inputs.at("wkv")), pol, true);
+  weighted_norm_f(kv, to_f(call.inputs.at("kv_norm")), static_cast<float>(cfg.norm_eps), pol);
+  const ref::RopeTable table = table_of(call, call.c.dim("yarn") != 0);
+  rope_heads_f(kv, 1, D, call.inputs.at("positions"), table, pol);
+  if (pol.on(QuantPoint::kKvWindowQ8))  // nope dims only, blocks of 64 (§2.5 item 2)
+    for (Eigen::Index t = 0; t < kv.rows(); ++t)
+      fake_quant_row(kv.row(t).data(), D - table.rope_dim, 64, false);
+  TensorSet out;
+  out.put("kv", to_d(kv), dtype_if(pol, QuantPoint::kBf16Rope));
+  return out;
+}
+
+TensorSet index_query(const ComponentCall& call) {
+  const PrecisionPolicy& pol = call.policy;
+  const ModelConfig& cfg = call.cfg;
+  const std::int64_t HI = cfg.index_n_heads, DI = cfg.index_head_dim;
+  MatF q = linear_f(to_f(call.inputs.at("c")), to_f(call.inputs.at("wq_b")), pol, true);
+  rope_heads_f(q, HI, DI, call.inputs.at("positions"), table_of(call, true), pol);
+  for (Eigen::Index t = 0; t < q.rows(); ++t)
+    for (std::int64_t h = 0; h < HI; ++h) hadamard_f(q.row(t).data() + h * DI, DI);
+  bf16_if(q, pol, QuantPoint::kBf16Hadamard);
+  if (pol.on(QuantPoint::kIdxQQ4))  // blocks of 32 never straddle heads (D_I % 32 == 0)
+    for (Eigen::Index t = 0; t < q.rows(); ++t) fake_quant_row(q.row(t).data(), q.cols(), 32, true);
+  MatF wi = linear_f(to_f(call.inputs.at("x")), to_f(call.inputs.at("weights_proj")), pol, false);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(DI * HI));
+  for (Eigen::Index i = 0; i < wi.size(); ++i) wi.data()[i] *= scale;
+  bf16_if(wi, pol, QuantPoint::kBf16IndexScore);
+  TensorSet out;
+  out.put("q", to_d(q), dtype_if(pol, QuantPoint::kBf16Hadamard));
+  out.put("weights", to_d(wi), dtype_if(pol, QuantPoint::kBf16IndexScore));
   return out;
 }
 

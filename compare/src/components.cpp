@@ -12,6 +12,13 @@
 //   hc_post       f [T, d] bf16, x [T, hc·d] bf16, post [T, hc], comb [T, hc²] fp32
 //                 -> out [T, hc·d]
 //   hc_head       x [T, hc·d] bf16, fn [hc, hc·d], base [1, hc], scale [1, 1] fp32 -> out [T, d]
+//   q_path        x [T, d] bf16, wq_a [L_q, d] fp8_block128, q_norm [1, L_q] bf16,
+//                 wq_b [H·D, L_q] fp8_block128, positions [T, 1] -> c [T, L_q], q [T, H·D]
+//                 (L_q, H, D of the config; per-head unweighted norm, then RoPE on the last r dims
+//                 of every head at positions[i]; YaRN table when dim yarn = 1)
+//   kv_path       x [T, d] bf16, wkv [D, d] fp8_block128, kv_norm [1, D] bf16, positions [T, 1]
+//                 -> kv [T, D]  (RoPE on the last r dims; Q8 of dims [0, D − r) in blocks of 64
+//                 under kv_window_q8_64; YaRN table when dim yarn = 1)
 //   key_window    positions [T, 1] -> first [T, 1], keys [T, n_win]
 //                 (window of query position t: max(0, t − n_win + 1) .. t with n_win the config's
 //                 window_size; keys = its positions in increasing order, −1 padding)
@@ -35,6 +42,10 @@
 //   compressor, indexer_compressor
 //                 x [T, d] bf16, wkv, wgate [c·w, d] bf16, ape [m, c·w] fp32, norm [1, w] bf16
 //                 -> entries [T/m, w]
+//   index_query   c [T, L_q] bf16, x [T, d] bf16, wq_b [H_I·D_I, L_q] fp8_block128,
+//                 weights_proj [H_I, d] bf16, positions [T, 1] -> q [T, H_I·D_I], weights [T, H_I]
+//                 (compress table; RoPE on the last r dims of every head, Hadamard per head, Q4
+//                 under idx_q_q4_32; weights scaled by D_I^-1/2 H_I^-1/2)
 //   index_scores  q [T, H·D] bf16, weights [T, H] bf16, keys [N, D] bf16, positions [T, 1]
 //                 -> scores [T, N] (−∞ invisible), topk_idx [T, K]
 //   router        z [T, d] bf16, gate [E, d] bf16, bias [1, E] fp32
@@ -172,6 +183,25 @@ Mat fp4_weight(const Case& c, std::string_view tensor, std::int64_t rows, std::i
         if (style == 2) code = 0;
         w(i, j) = fmt::e2m1_to_double(code) * std::ldexp(1.0, e);
       }
+    }
+  return w;
+}
+
+// Weights stored as e4m3 values with one ue8m0 scale per 128x128 block (§1.5): N(0, sigma²)
+// values rounded to e4m3 under a block scale 2^e, e drawn from three exponents around
+// log2(sigma) − 4 (values up to about 2^6 · 2^e, inside e4m3's ±448).
+Mat fp8_weight(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
+               double sigma) {
+  Rng rng = rng_for(c, tensor, rows, cols);
+  const int e0 = static_cast<int>(std::lround(std::log2(sigma))) - 4;
+  const std::int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
+  std::vector<int> e(static_cast<std::size_t>(br * bc));
+  for (int& v : e) v = e0 - 1 + static_cast<int>(rng.below(3));
+  Mat w(rows, cols);
+  for (std::int64_t i = 0; i < rows; ++i)
+    for (std::int64_t j = 0; j < cols; ++j) {
+      const double sc = std::ldexp(1.0, e[static_cast<std::size_t>((i / 128) * bc + j / 128)]);
+      w(i, j) = fmt::round_e4m3(rng.normal(0.0, sigma) / sc) * sc;
     }
   return w;
 }
@@ -456,6 +486,100 @@ ComponentSpec hc_head_spec() {
   return s;
 }
 
+// The attention weights of the query and K=V paths as a checkpoint holds them (§1.4): wq_a, wq_b
+// and wkv fp8 (Q8 on their input under act_q8, §2.5 item 1), q_norm and kv_norm bf16. Only the
+// members the path reads are set.
+ref::AttentionWeights attention_path_weights(const TensorSet& in) {
+  ref::AttentionWeights w;
+  w.prefix = "case.attn";
+  if (in.has("wq_a"))
+    w.wq_a = linear("case.attn.wq_a", in.at("wq_a"), ref::WeightStorage::kFp8, true);
+  if (in.has("q_norm")) w.q_norm = row_vec(in.at("q_norm"));
+  if (in.has("wq_b"))
+    w.wq_b = linear("case.attn.wq_b", in.at("wq_b"), ref::WeightStorage::kFp8, true);
+  if (in.has("wkv")) w.wkv = linear("case.attn.wkv", in.at("wkv"), ref::WeightStorage::kFp8, true);
+  if (in.has("kv_norm")) w.kv_norm = row_vec(in.at("kv_norm"));
+  return w;
+}
+
+// The attention input x [T, d] of the query and K=V paths (the attn_norm output, §5): bf16 N(0, 1);
+// outliers: 0.1% of the channels x100.
+Mat attention_input(const Case& c, const ModelConfig& cfg, std::string_view tensor = "x") {
+  Mat x = bf16_normal(c, tensor, c.dim("T"), cfg.dim);
+  if (c.kind == InputKind::kOutliers) outlier_channels(c, tensor, x);
+  return x;
+}
+
+ComponentSpec q_path_spec() {
+  ComponentSpec s;
+  s.name = "q_path";
+  s.summary =
+      "attention query path: c = RMSNorm_q_norm(W_qa x), q = per-head N(W_qb c) with RoPE on the "
+      "last r dims of every head (§5.1)";
+  s.inputs = {"x", "wq_a", "q_norm", "wq_b", "positions"};
+  s.outputs = {"c", "q"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t d = cfg.dim, lq = cfg.q_lora_rank;
+    TensorSet in;
+    in.put("x", attention_input(c, cfg), "bf16");
+    in.put("wq_a", fp8_weight(c, "wq_a", lq, d, 1.0 / std::sqrt(static_cast<double>(d))),
+           "fp8_block128");
+    in.put("q_norm", bf16_normal(c, "q_norm", 1, lq, 0.1, 1.0), "bf16");
+    in.put("wq_b", fp8_weight(c, "wq_b", cfg.q_dim(), lq, 1.0 / std::sqrt(static_cast<double>(lq))),
+           "fp8_block128");
+    in.put("positions", positions_mat(ref::position_range(c.dim("p0"), c.dim("T"))), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    ref::QueryPath qp =
+        ref::attention_query(k.inputs.at("x"), attention_path_weights(k.inputs), k.cfg,
+                             table_of(k.cfg, k.c.dim("yarn") != 0), pos, k.policy);
+    TensorSet out;
+    out.put("c", std::move(qp.c), dtype_if(k.policy, QuantPoint::kBf16Norm));
+    // nope dims: the bf16 head norm (kBf16QHeadNorm); rope dims: the bf16 rotation (kBf16Rope).
+    out.put("q", std::move(qp.q), dtype_if(k.policy, QuantPoint::kBf16Rope));
+    return out;
+  };
+  s.baseline_fp32 = fp32::q_path;
+  return s;
+}
+
+ComponentSpec kv_path_spec() {
+  ComponentSpec s;
+  s.name = "kv_path";
+  s.summary =
+      "attention K=V path: k = RMSNorm_kv_norm(W_kv x), RoPE on the last r dims, [QAT] Q8 on "
+      "the nope dims in blocks of 64 (§5.2, §2.5 item 2)";
+  s.inputs = {"x", "wkv", "kv_norm", "positions"};
+  s.outputs = {"kv"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t d = cfg.dim, D = cfg.head_dim;
+    TensorSet in;
+    in.put("x", attention_input(c, cfg), "bf16");
+    in.put("wkv", fp8_weight(c, "wkv", D, d, 1.0 / std::sqrt(static_cast<double>(d))),
+           "fp8_block128");
+    in.put("kv_norm", bf16_normal(c, "kv_norm", 1, D, 0.1, 1.0), "bf16");
+    in.put("positions", positions_mat(ref::position_range(c.dim("p0"), c.dim("T"))), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    // attention_kv ends with kv_nope_q8_inplace (kKvWindowQ8), exactly as the layer forward
+    // computes the window KV (layer.cpp, model.cpp): the K=V tensor is produced quantised.
+    TensorSet out;
+    out.put("kv",
+            ref::attention_kv(k.inputs.at("x"), attention_path_weights(k.inputs), k.cfg,
+                              table_of(k.cfg, k.c.dim("yarn") != 0), pos, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Rope));
+    return out;
+  };
+  s.baseline_fp32 = fp32::kv_path;
+  return s;
+}
+
 // Query positions for the window: a prefill chunk p0 .. p0 + T − 1 (random), or the boundary
 // positions of §5.3 (format_extremes): 0, 1, n_win − 2 .. n_win + 1 (the first full window is at
 // t = n_win − 1), the last two valid positions, the rest uniform over the valid range.
@@ -663,6 +787,59 @@ ComponentSpec compressor_decode_spec(bool indexer) {
     out.put("entries", Mat(e.bottomRows(e.rows() - first)), all.dtype("entries"));
     return out;
   };
+  return s;
+}
+
+// The lightning indexer's query side (§7.2): index queries from the query latent c and head
+// weights from the attention input x. wq_b fp8 (Q8 on its input under act_q8), weights_proj bf16
+// (no Q8, §2.5 item 1); the RoPE table is the layer's compress table (the indexer exists in CSA
+// layers only, §2.3).
+ComponentSpec index_query_spec() {
+  ComponentSpec s;
+  s.name = "index_query";
+  s.summary =
+      "lightning-indexer queries W_Iqb c with RoPE on the last r dims of every head, Had per "
+      "head, [QAT] Q4; head weights (W_wp x) D_I^-1/2 H_I^-1/2 (§7.2)";
+  s.inputs = {"c", "x", "wq_b", "weights_proj", "positions"};
+  s.outputs = {"q", "weights"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t T = c.dim("T"), d = cfg.dim, lq = cfg.q_lora_rank;
+    // c is an RMSNorm output (§5.1): bf16 values of rms about 1, with outlier channels as x has.
+    Mat cl = bf16_normal(c, "c", T, lq);
+    if (c.kind == InputKind::kOutliers) outlier_channels(c, "c", cl);
+    TensorSet in;
+    in.put("c", std::move(cl), "bf16");
+    in.put("x", attention_input(c, cfg), "bf16");
+    in.put("wq_b",
+           fp8_weight(c, "wq_b", cfg.index_q_dim(), lq, 1.0 / std::sqrt(static_cast<double>(lq))),
+           "fp8_block128");
+    in.put("weights_proj",
+           bf16_normal(c, "weights_proj", cfg.index_n_heads, d,
+                       1.0 / std::sqrt(static_cast<double>(d))),
+           "bf16");
+    in.put("positions", positions_mat(ref::position_range(c.dim("p0"), T)), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    ref::IndexerWeights w;
+    w.prefix = "case.attn.indexer.";
+    w.n_heads = k.cfg.index_n_heads;
+    w.head_dim = k.cfg.index_head_dim;
+    w.wq_b = linear("case.attn.indexer.wq_b", k.inputs.at("wq_b"), ref::WeightStorage::kFp8, true);
+    w.weights_proj = linear("case.attn.indexer.weights_proj", k.inputs.at("weights_proj"),
+                            ref::WeightStorage::kBf16, false);
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    TensorSet out;
+    // Under official the Hadamard output is rounded to bf16 (kBf16Hadamard) before Q4, and Q4
+    // values are bf16-exact: the queries are bf16.
+    out.put("q", ref::index_queries(k.inputs.at("c"), pos, w, table_of(k.cfg, true), k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16Hadamard));
+    out.put("weights", ref::index_head_weights(k.inputs.at("x"), w, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16IndexScore));
+    return out;
+  };
+  s.baseline_fp32 = fp32::index_query;
   return s;
 }
 
@@ -937,25 +1114,6 @@ ComponentSpec attention_core_spec() {
   return s;
 }
 
-// Weights stored as e4m3 values with one ue8m0 scale per 128x128 block (§1.5): N(0, sigma²)
-// values rounded to e4m3 under a block scale 2^e, e drawn from three exponents around
-// log2(sigma) − 4 (values up to about 2^6 · 2^e, inside e4m3's ±448).
-Mat fp8_weight(const Case& c, std::string_view tensor, std::int64_t rows, std::int64_t cols,
-               double sigma) {
-  Rng rng = rng_for(c, tensor, rows, cols);
-  const int e0 = static_cast<int>(std::lround(std::log2(sigma))) - 4;
-  const std::int64_t br = (rows + 127) / 128, bc = (cols + 127) / 128;
-  std::vector<int> e(static_cast<std::size_t>(br * bc));
-  for (int& v : e) v = e0 - 1 + static_cast<int>(rng.below(3));
-  Mat w(rows, cols);
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j) {
-      const double sc = std::ldexp(1.0, e[static_cast<std::size_t>((i / 128) * bc + j / 128)]);
-      w(i, j) = fmt::round_e4m3(rng.normal(0.0, sigma) / sc) * sc;
-    }
-  return w;
-}
-
 ComponentSpec grouped_out_proj_spec() {
   ComponentSpec s;
   s.name = "grouped_out_proj";
@@ -1159,14 +1317,16 @@ const std::vector<ComponentSpec>& components() {
       rms_norm_spec(),         rope_spec(),
       hadamard_spec(),         sinkhorn_spec(),
       hc_pre_spec(),           hc_post_spec(),
-      hc_head_spec(),          key_window_spec(),
+      hc_head_spec(),          q_path_spec(),
+      kv_path_spec(),          key_window_spec(),
       sink_attention_spec(),   attention_core_spec(),
       derotate_spec(),         grouped_out_proj_spec(),
       compressor_spec(false),  compressor_spec(true),
       compressor_decode_spec(false), compressor_decode_spec(true),
-      index_scores_spec(),     router_spec(),
-      hash_router_spec(),      expert_spec(),
-      dequant_fp8_spec(),      dequant_fp4_spec()};
+      index_query_spec(),      index_scores_spec(),
+      router_spec(),           hash_router_spec(),
+      expert_spec(),           dequant_fp8_spec(),
+      dequant_fp4_spec()};
   return specs;
 }
 
@@ -1245,6 +1405,21 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("hc_head", tf, {{"T", 17}}, K::kRandom, P::kOfficial);
   add("hc_head", fl, {{"T", 2}}, K::kRandom, P::kExact);
 
+  // q_path (§5.1) and kv_path (§5.2): tiny-flash d = 128, L_q = 128, H = 4, D = 128, r = 64;
+  // V4-Flash d = 4096, L_q = 1024, H = 64, D = 512 (q_path slow: wq_b holds 33.5M fp8 weights).
+  // Exact cases start at position 0 (yarn 0: the SWA table) so the fp32 angle error (p·ω·u32)
+  // stays below the GEMV error and the baseline gate stays tight on the nope dims; the qat and
+  // official cases run the compress table (yarn 1) from position 100. qat holds the Q8 points
+  // alone (act Q8 of wq_a, wq_b, wkv; Q8 of the KV nope dims), official adds the bf16 stores.
+  for (const char* comp : {"q_path", "kv_path"}) {
+    for (K k : {K::kRandom, K::kOutliers})
+      add(comp, tf, {{"T", 17}, {"p0", 0}, {"yarn", 0}}, k, P::kExact);
+    for (P m : {P::kQat, P::kOfficial})
+      add(comp, tf, {{"T", 17}, {"p0", 100}, {"yarn", 1}}, K::kRandom, m);
+  }
+  add("q_path", fl, {{"T", 2}, {"p0", 4094}, {"yarn", 1}}, K::kRandom, P::kOfficial, true);
+  add("kv_path", fl, {{"T", 4}, {"p0", 4092}, {"yarn", 1}}, K::kRandom, P::kOfficial);
+
   // key_window (§5.3, n_win = 128): a chunk 112 .. 142 across the first full window (t = 127);
   // format_extremes: the boundary positions and the last valid ones. Integer math: exact only.
   add("key_window", tf, {{"T", 31}, {"p0", 112}}, K::kRandom, P::kExact);
@@ -1305,6 +1480,16 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kOutliers, P::kExact);
   add("indexer_compressor_decode", tf, {{"T", 67}, {"m", 4}, {"p", 13}}, K::kRandom, P::kOfficial);
   add("indexer_compressor_decode", fl, {{"T", 16}, {"m", 4}, {"p", 5}}, K::kRandom, P::kOfficial);
+
+  // index_query (§7.2): tiny-flash H_I = 4, D_I = 128, L_q = 128; V4-Flash H_I = 64, D_I = 128,
+  // L_q = 1024, d = 4096. Always the compress table (CSA layers). Exact cases from position 0 as
+  // for q_path; qat holds the act Q8 and the Q4 of the queries alone, official adds the bf16
+  // stores (linear, RoPE, Hadamard, head weights).
+  for (K k : {K::kRandom, K::kOutliers})
+    add("index_query", tf, {{"T", 16}, {"p0", 0}}, k, P::kExact);
+  for (P m : {P::kQat, P::kOfficial})
+    add("index_query", tf, {{"T", 16}, {"p0", 200}}, K::kRandom, m);
+  add("index_query", fl, {{"T", 2}, {"p0", 4094}}, K::kRandom, P::kOfficial);
 
   const std::vector<std::pair<std::string, std::int64_t>> idx = {
       {"T", 16}, {"p0", 200}, {"H", 4}, {"D", 128}, {"K", 32}};

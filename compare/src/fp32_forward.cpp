@@ -740,6 +740,58 @@ F32Mat f32_hc_head(const Fp32Components& c, const F32Mat& x, const F32HcParams& 
   return y;
 }
 
+F32QueryPath f32_q_path(const Fp32Components& c, const F32Mat& x, const F32Mat& wq_a,
+                        std::span<const float> q_norm, const F32Mat& wq_b,
+                        std::span<const std::int64_t> positions, std::span<const float> omega,
+                        std::int64_t n_heads, std::int64_t head_dim, float norm_eps) {
+  if (wq_b.rows != n_heads * head_dim)
+    throw ShapeError("fp32 port: q_path: wq_b " + dims(wq_b.rows, wq_b.cols) + " for " +
+                     std::to_string(n_heads) + " heads of " + std::to_string(head_dim));
+  const F32Mat ql = f32_linear(c, x, wq_a);  // [T, L_q]
+  F32QueryPath r;
+  r.c = F32Mat::poisoned(ql.rows, ql.cols);
+  c.rms_norm(ql, q_norm, norm_eps, ql.cols, r.c);
+  const F32Mat qraw = f32_linear(c, r.c, wq_b);  // [T, H·D]
+  r.q = F32Mat::poisoned(qraw.rows, qraw.cols);
+  c.rms_norm(qraw, {}, norm_eps, head_dim, r.q);  // per-head unweighted norm (§2.2)
+  c.rope(r.q, n_heads, head_dim, positions, omega, false);
+  return r;
+}
+
+F32Mat f32_kv_path(const Fp32Components& c, const F32Mat& x, const F32Mat& wkv,
+                   std::span<const float> kv_norm, std::span<const std::int64_t> positions,
+                   std::span<const float> omega, float norm_eps) {
+  const F32Mat kvraw = f32_linear(c, x, wkv);  // [T, D]
+  F32Mat kv = F32Mat::poisoned(kvraw.rows, kvraw.cols);
+  c.rms_norm(kvraw, kv_norm, norm_eps, kvraw.cols, kv);
+  c.rope(kv, 1, kv.cols, positions, omega, false);
+  return kv;
+}
+
+F32Mat f32_index_queries(const Fp32Components& c, const F32Mat& cl, const F32Mat& wq_b,
+                         std::span<const std::int64_t> positions, std::span<const float> omega,
+                         std::int64_t n_heads, std::int64_t head_dim) {
+  if (wq_b.rows != n_heads * head_dim)
+    throw ShapeError("fp32 port: index_queries: wq_b " + dims(wq_b.rows, wq_b.cols) + " for " +
+                     std::to_string(n_heads) + " heads of " + std::to_string(head_dim));
+  F32Mat q = f32_linear(c, cl, wq_b);  // [T, H_I·D_I]
+  c.rope(q, n_heads, head_dim, positions, omega, false);
+  c.hadamard(q, head_dim);  // per head (§2.4)
+  return q;
+}
+
+F32Mat f32_index_weights(const Fp32Components& c, const F32Mat& x, const F32Mat& weights_proj,
+                         std::int64_t n_heads, std::int64_t head_dim) {
+  if (weights_proj.rows != n_heads)
+    throw ShapeError("fp32 port: index_weights: weights_proj " +
+                     dims(weights_proj.rows, weights_proj.cols) + " for " +
+                     std::to_string(n_heads) + " heads");
+  F32Mat wi = f32_linear(c, x, weights_proj);  // [T, H_I]
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim * n_heads)));
+  for (float& v : wi.v) v *= scale;
+  return wi;
+}
+
 F32Mat f32_attention_core(const Fp32Components& c, const F32Mat& q, const F32Mat& kv,
                           const F32Mat& compressed, std::span<const std::int64_t> selected,
                           std::int64_t k, std::span<const float> sink, std::int64_t q_start,
@@ -925,19 +977,11 @@ F32Mat Fp32Forward::attention(const F32LayerWeights& w, const F32Mat& xa,
   std::vector<std::int64_t> pos(sz(T));
   std::iota(pos.begin(), pos.end(), 0);
 
-  // §5.1 query path
-  const F32Mat ql = f32_linear(c, xa, w.wq_a);
-  F32Mat cl = F32Mat::poisoned(T, ql.cols);
-  c.rms_norm(ql, w.q_norm, eps, ql.cols, cl);
-  const F32Mat qraw = f32_linear(c, cl, w.wq_b);
-  F32Mat q = F32Mat::poisoned(T, H * D);
-  c.rms_norm(qraw, {}, eps, D, q);  // per-head unweighted norm
-  c.rope(q, H, D, pos, w.omega, false);
-  // §5.2 K = V
-  const F32Mat kvraw = f32_linear(c, xa, w.wkv);
-  F32Mat kv = F32Mat::poisoned(T, D);
-  c.rms_norm(kvraw, w.kv_norm, eps, D, kv);
-  c.rope(kv, 1, D, pos, w.omega, false);
+  // §5.1 query path, §5.2 K = V
+  const F32QueryPath qp = f32_q_path(c, xa, w.wq_a, w.q_norm, w.wq_b, pos, w.omega, H, D, eps);
+  const F32Mat& cl = qp.c;
+  const F32Mat& q = qp.q;
+  const F32Mat kv = f32_kv_path(c, xa, w.wkv, w.kv_norm, pos, w.omega, eps);
 
   // §6 compressed entries, §7 selection: sel [T, k] row-major with −1 trailing padding, the
   // index matrix a kernel receives (HCA: all visible entries; CSA: the indexer's top-k)
@@ -954,12 +998,8 @@ F32Mat Fp32Forward::attention(const F32LayerWeights& w, const F32Mat& xa,
   } else if (w.layer.kind == LayerKind::kCsa) {
     const std::int64_t HI = cfg.index_n_heads, DI = cfg.index_head_dim;
     const F32Mat keys = f32_compress(c, xa, w.indexer_compressor, w.omega, eps);  // [N, D_I]
-    F32Mat qi = f32_linear(c, cl, w.index_wq_b);                                  // [T, H_I·D_I]
-    c.rope(qi, HI, DI, pos, w.omega, false);
-    c.hadamard(qi, DI);
-    F32Mat wi = f32_linear(c, xa, w.index_weights_proj);  // [T, H_I]
-    const float wscale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(DI * HI)));
-    for (float& v : wi.v) v *= wscale;
+    const F32Mat qi = f32_index_queries(c, cl, w.index_wq_b, pos, w.omega, HI, DI);  // §7.2
+    const F32Mat wi = f32_index_weights(c, xa, w.index_weights_proj, HI, DI);
     F32Mat scores = F32Mat::poisoned(T, keys.rows);
     c.index_scores(qi, wi, keys, pos, HI, DI, scores);
     k = cfg.index_topk;
@@ -1273,6 +1313,48 @@ const std::map<std::string, Adapter, std::less<>>& adapters() {
          return out1("out", f32_hc_head(c, in_f32(k.inputs, "x"), p, k.cfg.hc_mult,
                                         static_cast<float>(k.cfg.norm_eps),
                                         static_cast<float>(k.cfg.hc_eps)));
+       }},
+      {"q_path",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const bool yarn = k.c.dim("yarn") != 0;
+         const std::vector<float> om =
+             rope_omega_f32(yarn ? k.cfg.compress_rope_theta : k.cfg.rope_theta, yarn, k.cfg.yarn,
+                            k.cfg.rope_head_dim);
+         const F32QueryPath r = f32_q_path(
+             c, in_f32(k.inputs, "x"), in_f32(k.inputs, "wq_a"), row_f32(k.inputs, "q_norm"),
+             in_f32(k.inputs, "wq_b"), positions_of(k.inputs.at("positions")), om, k.cfg.n_heads,
+             k.cfg.head_dim, static_cast<float>(k.cfg.norm_eps));
+         TensorSet o;
+         o.put("c", to_f64(r.c), "f32");
+         o.put("q", to_f64(r.q), "f32");
+         return o;
+       }},
+      {"kv_path",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const bool yarn = k.c.dim("yarn") != 0;
+         const std::vector<float> om =
+             rope_omega_f32(yarn ? k.cfg.compress_rope_theta : k.cfg.rope_theta, yarn, k.cfg.yarn,
+                            k.cfg.rope_head_dim);
+         return out1(
+             "kv", f32_kv_path(c, in_f32(k.inputs, "x"), in_f32(k.inputs, "wkv"),
+                               row_f32(k.inputs, "kv_norm"), positions_of(k.inputs.at("positions")),
+                               om, static_cast<float>(k.cfg.norm_eps)));
+       }},
+      {"index_query",
+       [](const Fp32Components& c, const ComponentCall& k) {
+         const std::vector<float> om =
+             rope_omega_f32(k.cfg.compress_rope_theta, true, k.cfg.yarn, k.cfg.rope_head_dim);
+         const std::int64_t HI = k.cfg.index_n_heads, DI = k.cfg.index_head_dim;
+         TensorSet o;
+         o.put("q",
+               to_f64(f32_index_queries(c, in_f32(k.inputs, "c"), in_f32(k.inputs, "wq_b"),
+                                        positions_of(k.inputs.at("positions")), om, HI, DI)),
+               "f32");
+         o.put("weights",
+               to_f64(f32_index_weights(c, in_f32(k.inputs, "x"), in_f32(k.inputs, "weights_proj"),
+                                        HI, DI)),
+               "f32");
+         return o;
        }},
       {"key_window",
        [](const Fp32Components& c, const ComponentCall& k) {

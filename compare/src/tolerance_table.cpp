@@ -145,6 +145,59 @@ constexpr std::array kRows = {
                  "Baseline rule (c = 2): as hc_pre.u, a GEMV of length hc*d scaled by 1/rms, a "
                  "sigmoid per stream, then hc products per element (§4.5) and, under official, "
                  "one bf16 store; guide §5 mhc rows."},
+    ToleranceRow{"q_path.c",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): one GEMV of length d with wq_a (the "
+                 "stored fp8 values, exact in every implementation; under act_q8 the same "
+                 "Q8(x; 128) in B and Rq), then the RMSNorm weighted by q_norm over L_q "
+                 "(§5.1), whose 1/rms is a second length-L_q reduction; under official the "
+                 "linear and norm outputs are bf16 stores in B and Rq alike. The fp32 port "
+                 "measures 0.36-0.43 of it on the exact cases; on the qat case B differs from "
+                 "Rq by 5.4e-7 (rms 1), and on the official cases B equals Rq after the bf16 "
+                 "stores, so the floor of 2 bf16 ulp alone gates."},
+    ToleranceRow{"q_path.q",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): q_path.c's chain, then a GEMV of length "
+                 "L_q with wq_b (Q8 of c under act_q8 in B and Rq), the unweighted RMS norm of "
+                 "every head over D (§2.2; under bf16_q_head_norm the bf16 evaluation, "
+                 "squares, mean, + eps, rsqrt and product each rounded, is emulated step by "
+                 "step in B as in Rq) and the RoPE of the last r dims, whose fp32 angle "
+                 "p*omega carries p*omega*u32 absolute error: the exact cases run positions "
+                 "0-16, where that stays below the GEMV error; the qat and official cases "
+                 "(positions 100-116, 4094-4095 on V4-Flash) form the angle in fp32 in Rq too "
+                 "(rope_fp32_angle). The fp32 port measures 0.40-0.44 of it on the exact "
+                 "cases; B differs from Rq by 1.5e-5 on the qat case (rms 1, the angle) and by "
+                 "at most 9.5e-7 on the official cases."},
+    ToleranceRow{"kv_path.kv",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): one GEMV of length d with wkv (stored "
+                 "fp8 values; Q8 of x under act_q8 in B and Rq), the RMSNorm weighted by "
+                 "kv_norm over D and the RoPE of the last r dims (§5.2); under qat/official "
+                 "the Q8(.; 64) of the nope dims (§2.5 item 2, kv_window_q8_64) in B and Rq: a "
+                 "code flip between K and Rq is one e4m3 step that must be explained (guide "
+                 "§2), and B's own flips enter max_abs(B, R). The fp32 port measures 0.31-0.42 "
+                 "of it on the exact cases; B differs from Rq by 1.2e-5 on the qat case (rms "
+                 "1: the fp32 angle of the rope dims, the Q8 codes agree), and equals Rq on "
+                 "the official cases after the bf16 stores (the floor of 2 bf16 ulp alone "
+                 "gates)."},
     ToleranceRow{"key_window.first", "*", R::kExact, 0, 0, 0, {}, {}, kIndexMath},
     ToleranceRow{"key_window.keys", "*", R::kExact, 0, 0, 0, {}, {}, kIndexMath},
     ToleranceRow{"derotate.out",
@@ -239,6 +292,38 @@ constexpr std::array kRows = {
                  {},
                  "As indexer_compressor.entries, for the entries decode steps complete (baseline: "
                  "the fp32 prefill port's rows of those entries)."},
+    ToleranceRow{"index_query.q",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): one GEMV of length L_q with the "
+                 "indexer's wq_b (stored fp8 values; Q8 of c under act_q8 in B and Rq), the "
+                 "RoPE of the last r dims of every head and the Hadamard rotation per head "
+                 "(§7.2; orthogonal, so it keeps the 2-norm of each head's error, with "
+                 "log2(D_I) + 1 roundings of its own); under official the rotation's output is "
+                 "a bf16 store (store_bf16_hadamard, as OFF's rotate_activation returns bf16) "
+                 "before the Q4(.; 32) of idx_q_q4_32, in B and Rq alike: a Q4 code flip "
+                 "between K and Rq must be explained (guide §2). The fp32 port measures "
+                 "0.37-0.38 of it on the exact cases; on the qat and official cases B equals "
+                 "Rq (the Q4 codes agree, the allowance is the floor)."},
+    ToleranceRow{"index_query.weights",
+                 "fp32",
+                 R::kBaseline,
+                 2,
+                 2,
+                 0,
+                 {},
+                 {},
+                 "Baseline rule (c = 2, floor 2 ulp): one GEMV of length d with weights_proj "
+                 "(bf16, never Q8, §2.5 item 1), times the constant D_I^-1/2 H_I^-1/2 (§7.2, "
+                 "one fp32 constant in B); under official the bf16 linear output and the bf16 "
+                 "product (bf16_index_scores) in B and Rq alike. The fp32 port measures "
+                 "0.31-0.40 of it on the exact cases; on the official cases B equals Rq after "
+                 "the bf16 stores (the floor alone gates)."},
     ToleranceRow{"index_scores.scores",
                  "fp32",
                  R::kBaseline,
@@ -327,6 +412,9 @@ constexpr std::array kRows = {
     ToleranceRow{"hc_pre.comb", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"hc_post.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"hc_head.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"q_path.c", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"q_path.q", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"kv_path.kv", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"sink_attention.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"attention_core.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"derotate.out", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
@@ -339,6 +427,9 @@ constexpr std::array kRows = {
                  kFp64Order},
     ToleranceRow{"indexer_compressor_decode.entries", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {},
                  {}, kFp64Order},
+    ToleranceRow{"index_query.q", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{
+        "index_query.weights", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{
         "index_scores.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"index_scores.topk_idx", "fp64", R::kNearTieSet, 2, 0, 0, "scores",
@@ -368,6 +459,60 @@ constexpr std::array kRows = {
         "so rel_fro <= 2^-8 is a bound; cos_diff ~ rel_rms^2 / 2 with rel_rms <= "
         "u_bf16/sqrt(3) = 2.3e-3 gives 2.5e-6, gated at 1e-5 (4x). Measured: rel_fro 1.7e-3, "
         "cos_diff 1.4e-6 (tiny-flash and v4-flash official cases)."},
+    ToleranceRow{"q_path.c",
+                 "loose",
+                 R::kStatistical,
+                 0.08,
+                 0,
+                 1e-3,
+                 {},
+                 {},
+                 "Q8 (e4m3, 3 mantissa bits, RNE) of x before wq_a: relative error <= 2^-4 per "
+                 "normal code; a GEMV with independent weights passes the relative rms of its "
+                 "input noise unchanged and the RMSNorm is scale-invariant (first order: no "
+                 "amplification), plus the bf16 stores of the linear and norm outputs (2 * "
+                 "2^-8): rel_fro <= 2^-4 + 2^-7 = 0.070 < 0.08 (the compressor.entries level). "
+                 "cos_diff: each Q8 adds relative rms noise 0.026 (spacing 2^-4..2^-3, mean "
+                 "0.09, / sqrt(12); see expert.out), so cos_diff ~ 0.026^2 / 2 = 3.4e-4, gated "
+                 "at the guide's loose FP8 level 1e-3 (3x). Measured: rel_fro 0.027 / 0.026 / "
+                 "0.026, cos_diff 3.7e-4 / 3.5e-4 / 3.3e-4 (tiny-flash qat, official; V4-Flash "
+                 "official)."},
+    ToleranceRow{"q_path.q",
+                 "loose",
+                 R::kStatistical,
+                 0.16,
+                 0,
+                 2e-3,
+                 {},
+                 {},
+                 "Two Q8 sources (x before wq_a, c before wq_b), each <= 2^-4 relative per "
+                 "element and passed through GEMV, RMSNorm and the per-head norm without "
+                 "amplification (both norms are scale-invariant, RoPE is a rotation), plus up "
+                 "to 8 bf16 roundings on the path (wq_a output, q_norm output, wq_b output, "
+                 "the head norm's mean, mean + eps, rsqrt and product, the RoPE output: 8 * "
+                 "2^-8 = 2^-5): rel_fro <= 2 * 2^-4 + 2^-5 = 0.156 < 0.16. cos_diff: two "
+                 "independent Q8 noises of relative rms 0.026 and eight bf16 ones of "
+                 "2^-8/sqrt(3) give rel_rms^2 = 1.39e-3, cos_diff ~ 7e-4, gated at 2e-3 (3x, "
+                 "as expert.out). Measured: rel_fro 0.037 / 0.038 / 0.037, cos_diff 6.9e-4 / "
+                 "7.3e-4 / 6.9e-4 (tiny-flash qat, official; V4-Flash official)."},
+    ToleranceRow{"kv_path.kv",
+                 "loose",
+                 R::kStatistical,
+                 0.14,
+                 0,
+                 2e-3,
+                 {},
+                 {},
+                 "Two Q8 sources: x before wkv (<= 2^-4 relative per element, passed through "
+                 "the GEMV and the scale-invariant kv_norm unamplified) and the Q8(.; 64) of "
+                 "the nope dims after RoPE (<= 2^-4 per normal code, §2.5 item 2), plus the "
+                 "bf16 stores of the linear, norm and RoPE outputs (3 * 2^-8): rel_fro <= 2 * "
+                 "2^-4 + 3 * 2^-8 = 0.137 < 0.14. cos_diff: relative rms 0.026 per Q8 (see "
+                 "expert.out), the second on the nope fraction (D - r)/D of the dims (1/2 "
+                 "tiny-flash, 7/8 V4-Flash): rel_rms^2 <= 0.026^2 * (1 + 7/8) = 1.27e-3, "
+                 "cos_diff ~ 6.3e-4, gated at 2e-3 (3x). Measured: rel_fro 0.032 / 0.034 / "
+                 "0.036, cos_diff 5.2e-4 / 5.7e-4 / 6.5e-4 (tiny-flash qat, official; V4-Flash "
+                 "official)."},
     ToleranceRow{
         "compressor.entries",
         "loose",
@@ -416,6 +561,40 @@ constexpr std::array kRows = {
                  {},
                  "The quantisation points of indexer_compressor.entries (Q4 after the Hadamard "
                  "rotation) on the entries decode steps complete: the same bound."},
+    ToleranceRow{"index_query.q",
+                 "loose",
+                 R::kStatistical,
+                 0.4,
+                 0,
+                 5e-2,
+                 {},
+                 {},
+                 "Q4 (e2m1, 1 mantissa bit) of every dim after the Hadamard rotation (§2.5 "
+                 "item 4): as indexer_compressor.entries, <= 2^-2 per normal code plus flushed "
+                 "small values, rel_fro <= 0.25 + 0.05; plus the Q8 of c before wq_b (<= 2^-4, "
+                 "passed through the GEMV unamplified; RoPE and the Hadamard rotation are "
+                 "orthogonal) and the bf16 stores of the linear, RoPE and rotation outputs (3 "
+                 "* 2^-8): rel_fro <= 0.3 + 2^-4 + 0.012 = 0.374 < 0.4. cos_diff: the "
+                 "uniform-in-step Q4 model of indexer_compressor.entries (0.02) plus the Q8 "
+                 "noise (3.4e-4), gated at 5e-2 (2.5x). Measured: rel_fro 0.118 / 0.118 / "
+                 "0.120, cos_diff 7.0e-3 / 7.0e-3 / 7.2e-3 (tiny-flash qat, official; V4-Flash "
+                 "official)."},
+    ToleranceRow{"index_query.weights",
+                 "loose",
+                 R::kStatistical,
+                 0x1p-7,
+                 0,
+                 2e-5,
+                 {},
+                 {},
+                 "Official only (qat has no rounding point here: weights_proj is bf16 and "
+                 "never Q8, so Rq = Rx): the bf16 linear output and the bf16 product with "
+                 "D_I^-1/2 H_I^-1/2 (bf16_index_scores) are two roundings of relative error <= "
+                 "u_bf16/(1 + u_bf16) each, so every element is within 2 u_bf16 = 2^-7 "
+                 "relative and rel_fro <= 2^-7 is a bound; cos_diff ~ rel_rms^2/2 with "
+                 "rel_rms^2 = 2 (2^-8)^2/3 gives 5.1e-6, gated at 2e-5 (4x, as rms_norm.out). "
+                 "Measured: rel_fro 2.6e-3 / 2.4e-3, cos_diff 3.4e-6 / 2.8e-6 (tiny-flash / "
+                 "V4-Flash official)."},
     ToleranceRow{"index_scores.scores",
                  "loose",
                  R::kStatistical,

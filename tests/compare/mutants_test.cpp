@@ -15,8 +15,9 @@
 // same input.
 // Every mutated member is exercised by at least one runner component (the key window, the
 // de-rotation, hc_head and hash routing through key_window, derotate, hc_head and hash_router; the
-// key gathering and the grouped projection through attention_core and grouped_out_proj), so both
-// harnesses judge all mutants. The unmutated port passes every input used here (control), so
+// key gathering and the grouped projection through attention_core and grouped_out_proj; the
+// query, K=V and index-query paths through q_path, kv_path and index_query), so both harnesses
+// judge all mutants. The unmutated port passes every input used here (control), so
 // no catch is vacuous. The catch rates are printed; both must be 100% of all mutants.
 #include <gtest/gtest.h>
 
@@ -539,6 +540,96 @@ const std::vector<Mutant>& mutants() {
                     (1.0f + std::exp(-(p.scale[0] * mu[k] + p.base[static_cast<std::size_t>(k)])));
          };
        }},
+      {"rope-on-first-dims",
+       "rope",
+       "RoPE applied to the first r dims of every head instead of the last r (§2.3, §5.1)",
+       {"q_path", "kv_path", "index_query"},
+       "layers.0.attn.q",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.rope = [](F32Mat& x, std::int64_t heads, std::int64_t hd,
+                     std::span<const std::int64_t> pos, std::span<const float> omega,
+                     bool inverse) {
+           for (std::int64_t t = 0; t < x.rows; ++t)
+             for (std::size_t j = 0; j < omega.size(); ++j) {
+               const float th = static_cast<float>(pos[static_cast<std::size_t>(t)]) * omega[j];
+               const float cs = std::cos(th), sn = inverse ? -std::sin(th) : std::sin(th);
+               for (std::int64_t h = 0; h < heads; ++h) {
+                 float* e = x.row(t) + h * hd + 2 * static_cast<std::int64_t>(j);  // offset 0
+                 const float a = e[0], b = e[1];
+                 e[0] = a * cs - b * sn;
+                 e[1] = a * sn + b * cs;
+               }
+             }
+         };
+       }},
+      {"q-head-norm-missing",
+       "rms_norm",
+       "the unweighted per-head RMS norm of the query (§2.2, §5.1) skipped: W_qb c passed on "
+       "unnormalised",
+       {"q_path"},
+       "layers.0.attn.q",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.rms_norm = [base = c.rms_norm](const F32Mat& x, std::span<const float> w, float eps,
+                                          std::int64_t g, F32Mat& y) {
+           if (w.empty()) {
+             y = x;
+             return;
+           }
+           base(x, w, eps, g, y);
+         };
+       }},
+      {"q-head-norm-over-all-heads",
+       "rms_norm",
+       "the unweighted query norm taken over the whole row of H·D values (one RMS per token) "
+       "instead of per head over D (§2.2, §5.1)",
+       {"q_path"},
+       "layers.0.attn.q",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.rms_norm = [base = c.rms_norm](const F32Mat& x, std::span<const float> w, float eps,
+                                          std::int64_t g, F32Mat& y) {
+           base(x, w, eps, w.empty() ? x.cols : g, y);
+         };
+       }},
+      {"kv-rope-conjugated",
+       "rope",
+       "the single-head rotation (the K=V vector, §5.2; also the compressed entries) by −t·ω "
+       "instead of +t·ω, so q·k depends on t_q + t_k instead of t_q − t_k (§2.3)",
+       {"kv_path"},
+       // Layer 0's K=V is the first single-head rotation of the forward (the query has H heads;
+       // the first compressed entries are in layer 2).
+       "layers.0.attn.kv",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.rope = [base = c.rope](F32Mat& x, std::int64_t h, std::int64_t d,
+                                  std::span<const std::int64_t> pos, std::span<const float> omega,
+                                  bool inverse) {
+           base(x, h, d, pos, omega, h == 1 ? !inverse : inverse);
+         };
+       }},
+      {"index-query-hadamard-first-head-only",
+       "hadamard",
+       "the rotation launched over rows instead of rows x heads: only the first block of n "
+       "columns of each row rotated, so the index queries' heads 1 .. H_I − 1 reach the scores "
+       "unrotated while the keys (one block per row) are right (§2.4, §7.2)",
+       {"index_query"},
+       // No trace point holds the index queries: the scores are the first point that reads them
+       // (layer 2, tiny-flash's first CSA layer; its index_keys, computed before, pass).
+       "layers.2.attn.index_scores",
+       Steer::kNone,
+       [](Fp32Components& c) {
+         c.hadamard = [base = c.hadamard](F32Mat& x, std::int64_t n) {
+           if (x.cols <= n) return base(x, n);
+           F32Mat first(x.rows, n);
+           for (std::int64_t t = 0; t < x.rows; ++t)
+             std::copy(x.row(t), x.row(t) + n, first.row(t));
+           base(first, n);
+           for (std::int64_t t = 0; t < x.rows; ++t)
+             std::copy(first.row(t), first.row(t) + n, x.row(t));
+         };
+       }},
   };
   return list;
 }
@@ -686,7 +777,7 @@ RunnerOptions no_bundles() {
 // ------------------------------------------------------------------ tests
 
 TEST(Mutants, ListCoversTheIssue) {
-  EXPECT_GE(mutants().size(), 29u);
+  EXPECT_GE(mutants().size(), 34u);
   std::int64_t runner_visible = 0;
   for (const Mutant& m : mutants()) {
     runner_visible += !m.runner.empty();

@@ -4,6 +4,8 @@
 //     baseline B, so this also checks the table's rows are not tighter than an honest fp32 code;
 //   * every case can fail: the reference output with one element pushed out of tolerance (or one
 //     selection index dropped) is rejected — no gate is vacuous;
+//   * the attention path components (q_path, kv_path, index_query) reproduce the layer forward's
+//     own trace points bitwise on the forward's inputs, in every precision mode;
 //   * a mutant (the reference with rms_norm swapped for a wrong one) fails, writes a bundle, and
 //     the bundle replays to the same verdict, both from the stored outputs and by rerunning the
 //     registered mutant; an implementation that throws is reported and replayable too.
@@ -22,6 +24,10 @@
 #include "../common/test_support.hpp"
 #include "v4ref/compare/bundle.hpp"
 #include "v4ref/ref/attention.hpp"
+#include "v4ref/ref/config_json.hpp"
+#include "v4ref/ref/core/rng.hpp"
+#include "v4ref/ref/model.hpp"
+#include "v4ref/ref/quant.hpp"
 
 namespace v4ref::compare {
 
@@ -315,6 +321,147 @@ TEST(RunnerTable, AllPaddingSelectionIsWindowOnlyAttention) {
       }
     }
   }
+}
+
+// The attention paths are the forward's own computation: on the inputs a layer of the tiny-flash
+// checkpoint hands its attention (the attn_norm trace point, the layer's weights, positions
+// 0 .. T−1) the q_path and kv_path references reproduce the layer's attn.c, attn.q and attn.kv
+// bitwise in every precision mode (so the K=V Q8 of the nope dims sits where the forward applies
+// it), and in the CSA layer the index_query outputs fed to index_scores (with the layer's index
+// keys) reproduce its attn.index_scores.
+TEST(RunnerTable, AttentionPathsReproduceTheForward) {
+  const std::filesystem::path dir =
+      std::filesystem::path(V4REF_SOURCE_DIR) / "golden" / "checkpoints" / "tiny-flash-s0";
+  const ModelConfig cfg = load_config(dir / "config.json");
+  constexpr std::int64_t kT = 41;  // 10 CSA entries; rows 0-2 see none
+  Rng rng(derive_seed("runner_test", "attention paths", std::to_string(kT)));
+  std::vector<std::int64_t> tokens(static_cast<std::size_t>(kT));
+  for (auto& t : tokens)
+    t = static_cast<std::int64_t>(rng.below(static_cast<std::uint64_t>(cfg.vocab_size)));
+  Mat positions(kT, 1);
+  for (std::int64_t t = 0; t < kT; ++t) positions(t, 0) = static_cast<double>(t);
+  const auto row = [](const ref::Vec& v) { return Mat(v.transpose()); };
+  for (const PrecisionMode mode :
+       {PrecisionMode::kExact, PrecisionMode::kQat, PrecisionMode::kOfficial}) {
+    ref::ModelOptions mo;
+    mo.policy = PrecisionPolicy::of(mode);
+    mo.keep_weights = true;
+    const ref::Model model = ref::Model::open(dir, cfg, mo);
+    ref::ForwardRequest req;
+    req.last_layer = 2;  // swa swa csa
+    ref::Trace trace;
+    model.forward(tokens, req, &trace);
+    bool csa_seen = false;
+    for (std::int64_t i = 0; i <= 2; ++i) {
+      const auto lw = model.layer_weights(i);
+      const LayerConfig& layer = lw->layer;
+      const auto at = [&](const char* local) {
+        return trace.at(ref::trace_names::layer(cfg, i, local));
+      };
+      const auto run = [&](const std::string& comp,
+                           std::vector<std::pair<std::string, std::int64_t>> dims,
+                           const TensorSet& in) {
+        Case c;
+        c.component = comp;
+        c.dims = std::move(dims);
+        c.mode = mode;
+        return component(comp).reference({c, cfg, mo.policy, in});
+      };
+      const std::string where = layer.prefix + " " + std::string(precision_mode_name(mode));
+      const std::int64_t yarn = layer.rope_yarn ? 1 : 0;
+      ASSERT_EQ(layer.rope_base, yarn ? cfg.compress_rope_theta : cfg.rope_theta) << where;
+      TensorSet qin;
+      qin.put("x", at("attn_norm"));
+      qin.put("wq_a", lw->attn.wq_a.w);
+      qin.put("q_norm", row(lw->attn.q_norm));
+      qin.put("wq_b", lw->attn.wq_b.w);
+      qin.put("positions", positions);
+      const TensorSet q = run("q_path", {{"T", kT}, {"p0", 0}, {"yarn", yarn}}, qin);
+      EXPECT_TRUE(q.at("c") == at("attn.c")) << where;
+      EXPECT_TRUE(q.at("q") == at("attn.q")) << where;
+      TensorSet kin;
+      kin.put("x", at("attn_norm"));
+      kin.put("wkv", lw->attn.wkv.w);
+      kin.put("kv_norm", row(lw->attn.kv_norm));
+      kin.put("positions", positions);
+      EXPECT_TRUE(run("kv_path", {{"T", kT}, {"p0", 0}, {"yarn", yarn}}, kin).at("kv") ==
+                  at("attn.kv"))
+          << where;
+      if (layer.kind != LayerKind::kCsa) continue;
+      csa_seen = true;
+      ASSERT_TRUE(lw->indexer.has_value());
+      TensorSet iin;
+      iin.put("c", at("attn.c"));
+      iin.put("x", at("attn_norm"));
+      iin.put("wq_b", lw->indexer->wq_b.w);
+      iin.put("weights_proj", lw->indexer->weights_proj.w);
+      iin.put("positions", positions);
+      const TensorSet iq = run("index_query", {{"T", kT}, {"p0", 0}}, iin);
+      TensorSet sin;
+      sin.put("q", iq.at("q"));
+      sin.put("weights", iq.at("weights"));
+      sin.put("keys", at("attn.index_keys"));
+      sin.put("positions", positions);
+      const TensorSet sc = run("index_scores",
+                               {{"T", kT},
+                                {"p0", 0},
+                                {"H", cfg.index_n_heads},
+                                {"D", cfg.index_head_dim},
+                                {"K", cfg.index_topk}},
+                               sin);
+      EXPECT_TRUE(sc.at("scores") == at("attn.index_scores")) << where;
+      EXPECT_TRUE(sc.at("topk_idx") == at("attn.topk_idx")) << where;
+    }
+    EXPECT_TRUE(csa_seen);
+  }
+}
+
+// The query heads come out unit-RMS (§2.2: the rotation keeps each head's norm), and the qat and
+// official K=V cases hold the Q8 of §2.5 item 2 on the nope dims only: against the same policy
+// without kv_window_q8_64 the rope dims are bitwise equal and the nope dims are Q8(·; 64) of the
+// unquantised ones, with codes that actually move the values.
+TEST(RunnerTable, QueryHeadsAreUnitRmsAndKvQ8TouchesTheNopeDimsOnly) {
+  std::int64_t q_cases = 0, kv_cases = 0;
+  for (const Case& c : case_table(0)) {
+    if (c.slow || (c.component != "q_path" && c.component != "kv_path")) continue;
+    const ModelConfig& cfg = case_config(c);
+    const ComponentSpec& spec = component(c.component);
+    const TensorSet in = spec.make_inputs(c, cfg);
+    const TensorSet r = spec.reference({c, cfg, c.policy(), in});
+    const std::int64_t D = cfg.head_dim, r_dim = cfg.rope_head_dim;
+    if (c.component == "q_path" && c.mode == PrecisionMode::kExact) {
+      ++q_cases;
+      const Mat& q = r.at("q");
+      for (Eigen::Index t = 0; t < q.rows(); ++t)
+        for (std::int64_t h = 0; h < cfg.n_heads; ++h) {
+          const double rms =
+              std::sqrt(q.row(t).segment(h * D, D).squaredNorm() / static_cast<double>(D));
+          EXPECT_NEAR(rms, 1.0, 1e-5) << c.name() << " token " << t << " head " << h;
+        }
+    }
+    if (c.component == "kv_path" && c.mode != PrecisionMode::kExact) {
+      ++kv_cases;
+      PrecisionPolicy no_q8 = c.policy();
+      no_q8.disable(QuantPoint::kKvWindowQ8);
+      const Mat& kv = r.at("kv");
+      const Mat raw = spec.reference({c, cfg, no_q8, in}).at("kv");
+      EXPECT_TRUE(kv.rightCols(r_dim) == raw.rightCols(r_dim)) << c.name();
+      std::int64_t moved = 0;
+      for (Eigen::Index t = 0; t < kv.rows(); ++t) {
+        std::vector<double> nope(raw.row(t).data(), raw.row(t).data() + (D - r_dim)),
+            q8(static_cast<std::size_t>(D - r_dim));
+        ref::q8_fake_quant(nope, 64, q8);
+        for (std::int64_t i = 0; i < D - r_dim; ++i) {
+          EXPECT_EQ(kv(t, i), q8[static_cast<std::size_t>(i)])
+              << c.name() << " [" << t << ", " << i << "]";
+          moved += kv(t, i) != raw(t, i);
+        }
+      }
+      EXPECT_GT(moved, kv.rows() * (D - r_dim) / 2) << c.name();
+    }
+  }
+  EXPECT_GE(q_cases, 2);
+  EXPECT_GE(kv_cases, 2);
 }
 
 // ------------------------------------------------------------------ mutants, bundles, replay

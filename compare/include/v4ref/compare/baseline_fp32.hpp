@@ -20,12 +20,15 @@ TensorSet sinkhorn(const ComponentCall& call);
 TensorSet hc_pre(const ComponentCall& call);
 TensorSet hc_post(const ComponentCall& call);
 TensorSet hc_head(const ComponentCall& call);
+TensorSet q_path(const ComponentCall& call);
+TensorSet kv_path(const ComponentCall& call);
 TensorSet key_window(const ComponentCall& call);
 TensorSet sink_attention(const ComponentCall& call);
 TensorSet attention_core(const ComponentCall& call);
 TensorSet derotate(const ComponentCall& call);
 TensorSet grouped_out_proj(const ComponentCall& call);
 TensorSet compressor(const ComponentCall& call);  // main and indexer compressor
+TensorSet index_query(const ComponentCall& call);
 TensorSet index_scores(const ComponentCall& call);
 TensorSet router(const ComponentCall& call);
 TensorSet hash_router(const ComponentCall& call);

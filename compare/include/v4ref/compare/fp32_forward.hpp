@@ -259,6 +259,32 @@ F32HcPre f32_hc_pre(const Fp32Components& c, const F32Mat& x, const F32HcParams&
 F32Mat f32_hc_head(const Fp32Components& c, const F32Mat& x, const F32HcParams& p, std::int64_t hc,
                    float norm_eps, float hc_eps);
 
+struct F32QueryPath {
+  F32Mat c;  // [T, L_q] the query latent RMSNorm_q_norm(W_qa x), reused by the indexer (§7.2)
+  F32Mat q;  // [T, H·D]
+};
+// §5.1 query path of the attention inputs x [T, d] at `positions`: gemm with wq_a [L_q, d],
+// rms_norm weighted by q_norm over L_q, gemm with wq_b [H·D, L_q], the unweighted per-head
+// rms_norm (group = head_dim), then rope on the last 2·|omega| dims of every head.
+F32QueryPath f32_q_path(const Fp32Components& c, const F32Mat& x, const F32Mat& wq_a,
+                        std::span<const float> q_norm, const F32Mat& wq_b,
+                        std::span<const std::int64_t> positions, std::span<const float> omega,
+                        std::int64_t n_heads, std::int64_t head_dim, float norm_eps);
+// §5.2 K=V path: gemm with wkv [D, d], rms_norm weighted by kv_norm over D, rope on the last
+// 2·|omega| dims (one head of D): [T, D] (exact math: no Q8 of the nope dims).
+F32Mat f32_kv_path(const Fp32Components& c, const F32Mat& x, const F32Mat& wkv,
+                   std::span<const float> kv_norm, std::span<const std::int64_t> positions,
+                   std::span<const float> omega, float norm_eps);
+// §7.2 index queries of the query latents c [T, L_q]: gemm with wq_b [H_I·D_I, L_q], rope on the
+// last 2·|omega| dims of every head of D_I, hadamard per head: [T, H_I·D_I] (no Q4).
+F32Mat f32_index_queries(const Fp32Components& c, const F32Mat& cl, const F32Mat& wq_b,
+                         std::span<const std::int64_t> positions, std::span<const float> omega,
+                         std::int64_t n_heads, std::int64_t head_dim);
+// §7.2 head weights of the attention inputs x [T, d]: gemm with weights_proj [H_I, d], times
+// D_I^-1/2·H_I^-1/2 (one float constant): [T, H_I].
+F32Mat f32_index_weights(const Fp32Components& c, const F32Mat& x, const F32Mat& weights_proj,
+                         std::int64_t n_heads, std::int64_t head_dim);
+
 // Core attention of the queries q [Tq, H·D] at positions q_start .. q_start + Tq − 1 (§5.3–5.4):
 // per query t, window_start, gather_keys over kv [>= q_start + Tq, D] (row s = position s) and
 // compressed [N, D] with the row of `selected` ([Tq, k] row-major, −1 trailing padding; k = 0: no
@@ -375,9 +401,9 @@ F32LayerWeights prepare_layer_f32(const ref::Model& model, std::int64_t i, const
 // ------------------------------------------------------------------ the component runner
 
 // The port's version of runner component `component` (components.cpp names: rms_norm, rope,
-// hadamard, sinkhorn, hc_pre, hc_post, hc_head, key_window, sink_attention, attention_core,
-// derotate, grouped_out_proj, compressor, indexer_compressor, index_scores, router, hash_router,
-// expert, dequant_fp8, dequant_fp4),
+// hadamard, sinkhorn, hc_pre, hc_post, hc_head, q_path, kv_path, key_window, sink_attention,
+// attention_core, derotate, grouped_out_proj, compressor, indexer_compressor, index_query,
+// index_scores, router, hash_router, expert, dequant_fp8, dequant_fp4),
 // computed through `components`:
 // exact-mode semantics (Error for a case in another precision mode). ConfigError for a
 // component the port does not map.
