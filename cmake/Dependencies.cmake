@@ -8,3 +8,5 @@ find_package(CLI11 REQUIRED)
 find_package(GTest REQUIRED)
 find_package(benchmark REQUIRED)
 find_package(Threads REQUIRED)
+# Boost.Context: the fibers of the SIMT executor (one per CUDA thread).
+find_package(Boost 1.74 REQUIRED COMPONENTS context)

@@ -42,6 +42,7 @@
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/host_device.hpp"
+#include "v4ref/cuda/simt/simt.hpp"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
@@ -68,6 +69,24 @@ inline constexpr int kMaxStreamWarps = 8;  // + the coefficient warp: 9 warps, u
 // Coefficient rows [T, 24] fp32: pre at 0..3, post at 4..7, comb row-major at 8..23
 // (C[j][k] at 8 + 4j + k). The next layer's fused launch reads post and comb from this row.
 inline constexpr int kPreOff = 0, kPostOff = 4, kCombOff = 8;
+
+// Control-flow defects the SIMT tests inject into the kernels of mhc_kernels.cuh (template
+// parameter; the device build instantiates kNone only). docs/simt.md §5 lists what catches each.
+enum class MhcFault : int {
+  kNone = 0,
+  kStagingOffsetByOne,     // fn staged one float4 further than the warp reads it
+  kNoWarpSyncAfterStage,   // the stream warp reads fn without waiting for its cp.async
+  kDsmemRankWrong,         // CTA sums pushed to rank (lane + 1) mod S instead of lane mod S
+  kMissingClusterWait,     // the coefficient warp reads the inbox before the cluster barrier
+  kPartialsNoBarrier,      // warp partials reduced without the named barrier of the stream warps
+  kTailGuardMissing,       // the coefficient rows of lanes past the last token are written
+  kCollapseTailOffByOne,   // the collapse writes tokens up to and including `tokens`
+  kPostGridStrideBound,    // mhc_post's grid-stride loop runs to total + blockDim
+  kPreDoubleBufferShared,  // pre is not double-buffered: K(b+1) overwrites what C(b) reads
+  kLastClusterWaitMissing, // the stream warps exit without the final cluster wait
+  kCoefWarpSyncMissing,    // the coefficient warp reads `sums` without __syncwarp
+  kPackFnIndexSwap,        // pack_fn swaps stream and row in the packed layout
+};
 
 // The per-layer scalars, in fp32 as the kernel uses them.
 struct Scalars {
@@ -209,14 +228,29 @@ V4REF_HD inline float exp_f32(float x) {
 
 V4REF_HD inline float sigmoid_f32(float x) { return div_rn(1.0f, add_rn(1.0f, exp_f32(-x))); }
 
+// ---------------------------------------------------------------- loads
+
+// The per-thread math reads memory through the pointer its caller holds: a raw pointer (register
+// arrays, host loops) or the SIMT dialect's gptr / sptr (the kernels: the executor sees every
+// access, and nvcc emits the same loads as through a raw pointer).
+V4REF_HD inline float load(const float* p) { return *p; }
+template <class T>
+V4REF_HD float load(simt::gptr<T> p) {
+  return simt::ld(p);
+}
+template <class T>
+V4REF_HD float load(simt::sptr<T> p) {
+  return simt::ld(p);
+}
+
 // ---------------------------------------------------------------- per element
 
 // New stream k at one element: post_k·f + Σ_j C[j][k]·x_j, one product then one fma per stream
 // j in ascending j (the reference's loop order, §4.4: column k of C, the transpose).
-V4REF_HD inline float post_value(const float* post, const float* comb, int k, float f,
-                                 const float* x) {
-  float v = mul_rn(post[k], f);
-  for (int j = 0; j < kStreams; ++j) v = fma_rn(comb[4 * j + k], x[j], v);
+template <class P, class Q>
+V4REF_HD float post_value(P post, Q comb, int k, float f, const float* x) {
+  float v = mul_rn(load(post + k), f);
+  for (int j = 0; j < kStreams; ++j) v = fma_rn(load(comb + 4 * j + k), x[j], v);
   return v;
 }
 
@@ -265,6 +299,19 @@ inline std::vector<float> pack_fn(const float* fn, std::int64_t d) {
   return out;
 }
 
+template <class T>
+V4REF_HD void load_fn8(simt::sptr<T> p, float w[kChunk]) {  // two 16-byte shared loads
+  const simt::f32x4 a = simt::ld(simt::scast<const simt::f32x4>(p));
+  const simt::f32x4 b = simt::ld(simt::scast<const simt::f32x4>(p + 4));
+  w[0] = a.x;
+  w[1] = a.y;
+  w[2] = a.z;
+  w[3] = a.w;
+  w[4] = b.x;
+  w[5] = b.y;
+  w[6] = b.z;
+  w[7] = b.w;
+}
 V4REF_HD inline void load_fn8(const float* p, float w[kChunk]) {
 #if defined(__CUDA_ARCH__)
   const float4 a = reinterpret_cast<const float4*>(p)[0];
@@ -286,10 +333,9 @@ V4REF_HD inline void load_fn8(const float* p, float w[kChunk]) {
 // as bf16 pairs; pre-only: `out` = the input bits), then their square sum and their 24 mixing
 // sums accumulated into acc (stream k outer, element e inner, one fma each).
 // `fnc` is the chunk's packed weight block (768 floats).
-template <bool kPost>
-V4REF_HD inline void chunk_mix(const RawChunk& in, const float* post, const float* comb,
-                               const float* fnc, std::uint32_t out[kStreams][kChunk / 2],
-                               float acc[kSums]) {
+template <bool kPost, class PG, class PS>
+V4REF_HD void chunk_mix(const RawChunk& in, PG post, PG comb, PS fnc,
+                        std::uint32_t out[kStreams][kChunk / 2], float acc[kSums]) {
   if constexpr (kPost) {
     for (int p = 0; p < kChunk / 2; ++p) {
       std::uint16_t h[2][kStreams];
@@ -359,17 +405,19 @@ V4REF_HD inline void sinkhorn4(float m[16], int iters, float eps) {
 //   mean = Σv² / (4d), ρ = 1 / sqrt(mean + norm_eps), μ_r = raw_r·ρ
 //   pre_k = σ(fma(s0, μ_k, b_k)) + hc_eps, post_k = 2·σ(fma(s1, μ_{4+k}, b_{4+k}))
 //   Z = fma(s2, μ_{8+i}, b_{8+i}), comb = sinkhorn4(Z)
-V4REF_HD inline void coefficients(const float* sums, int width4d, const float* base,
-                                  const Scalars& s, float mu[kMix], float coef[kMix]) {
-  const float mean = div_rn(sums[kSumSq], static_cast<float>(width4d));  // 4d < 2^24: exact
+template <class PS, class PB>
+V4REF_HD void coefficients(PS sums, int width4d, PB base, const Scalars& s, float mu[kMix],
+                           float coef[kMix]) {
+  const float mean = div_rn(load(sums + kSumSq), static_cast<float>(width4d));  // 4d < 2^24: exact
   const float rho = div_rn(1.0f, sqrt_rn(add_rn(mean, s.norm_eps)));
-  for (int r = 0; r < kMix; ++r) mu[r] = mul_rn(sums[r], rho);
+  for (int r = 0; r < kMix; ++r) mu[r] = mul_rn(load(sums + r), rho);
   for (int k = 0; k < 4; ++k) {
-    coef[kPreOff + k] = add_rn(sigmoid_f32(fma_rn(s.scale[0], mu[k], base[k])), s.hc_eps);
-    coef[kPostOff + k] = mul_rn(2.0f, sigmoid_f32(fma_rn(s.scale[1], mu[4 + k], base[4 + k])));
+    coef[kPreOff + k] = add_rn(sigmoid_f32(fma_rn(s.scale[0], mu[k], load(base + k))), s.hc_eps);
+    coef[kPostOff + k] =
+        mul_rn(2.0f, sigmoid_f32(fma_rn(s.scale[1], mu[4 + k], load(base + 4 + k))));
   }
   float m[16];
-  for (int i = 0; i < 16; ++i) m[i] = fma_rn(s.scale[2], mu[8 + i], base[8 + i]);
+  for (int i = 0; i < 16; ++i) m[i] = fma_rn(s.scale[2], mu[8 + i], load(base + 8 + i));
   sinkhorn4(m, s.sinkhorn_iters, s.hc_eps);
   for (int i = 0; i < 16; ++i) coef[kCombOff + i] = m[i];
 }

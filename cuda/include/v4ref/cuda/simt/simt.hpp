@@ -1,0 +1,456 @@
+// The device dialect: the small set of functions v4ref's kernels are written against
+// (docs/simt.md). Under nvcc every function is the native instruction, force-inlined; under the
+// host compiler it runs in the SIMT executor (executor.hpp), which sees every access, barrier and
+// collective and checks and counts them.
+//
+// Rules a kernel follows so that both sides compute the same thing:
+//   - global memory only through gptr<T> (no raw dereference): ld / ldg / ldcg / st / atomic_add;
+//   - shared memory only dynamic (one buffer per block, dynamic_smem<T>(), carved by offsets)
+//     and only through sptr<T>: ld / st / atomic_add, map_shared_rank for DSMEM;
+//   - indices from thread_idx() / block_idx() / ..., barriers and collectives from here;
+//   - arithmetic in plain C++ on registers (fp32 with the kernels' own *_rn helpers).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__CUDACC__)
+#include <cooperative_groups.h>
+#include <cuda_runtime.h>
+#define V4REF_SIMT_DEVICE __device__ __forceinline__
+#define V4REF_SIMT_HD __host__ __device__ __forceinline__
+#define V4REF_SIMT_KERNEL(max_threads) __global__ void __launch_bounds__(max_threads)
+#define V4REF_SIMT_UNROLL _Pragma("unroll")
+#else
+#include <cstring>
+#include <source_location>
+#define V4REF_SIMT_DEVICE inline
+#define V4REF_SIMT_HD inline
+#define V4REF_SIMT_KERNEL(max_threads) void
+#define V4REF_SIMT_UNROLL
+#endif
+
+namespace v4ref::cuda::simt {
+
+inline constexpr unsigned kFullMask = 0xffffffffu;
+inline constexpr int kWarpSize = 32;
+
+struct idx3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+
+#if defined(__CUDACC__)
+using u32x4 = ::uint4;
+using f32x4 = ::float4;
+V4REF_SIMT_HD f32x4 make_f32x4(float a, float b, float c, float d) { return ::make_float4(a, b, c, d); }
+#else
+struct alignas(16) u32x4 {
+  std::uint32_t x, y, z, w;
+};
+struct alignas(16) f32x4 {
+  float x, y, z, w;
+};
+inline f32x4 make_f32x4(float a, float b, float c, float d) { return f32x4{a, b, c, d}; }
+#endif
+
+namespace detail {
+struct Access;  // befriended by the pointer types: the dialect's functions read their address
+}
+
+// A global-memory pointer: arithmetic and conversions, no dereference.
+template <class T>
+class gptr {
+ public:
+  V4REF_SIMT_HD gptr() = default;
+  V4REF_SIMT_HD explicit gptr(T* p) : p_(p) {}
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  V4REF_SIMT_HD gptr(gptr<U> o) : p_(o.address()) {}  // NOLINT: T* -> const T*
+  V4REF_SIMT_HD gptr operator+(std::int64_t n) const { return gptr(p_ + n); }
+  V4REF_SIMT_HD gptr operator-(std::int64_t n) const { return gptr(p_ - n); }
+  V4REF_SIMT_HD gptr& operator+=(std::int64_t n) {
+    p_ += n;
+    return *this;
+  }
+  V4REF_SIMT_HD explicit operator bool() const { return p_ != nullptr; }
+  V4REF_SIMT_HD bool operator==(const gptr& o) const { return p_ == o.p_; }
+  // The address, for launchers, messages and pointer comparisons; kernels never dereference it.
+  V4REF_SIMT_HD T* address() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+// A shared-memory pointer (this block's dynamic shared memory or, after map_shared_rank, another
+// block's of the cluster): arithmetic and conversions, no dereference.
+template <class T>
+class sptr {
+ public:
+  V4REF_SIMT_HD sptr() = default;
+  V4REF_SIMT_HD explicit sptr(T* p) : p_(p) {}
+  template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
+  V4REF_SIMT_HD sptr(sptr<U> o) : p_(o.address()) {}  // NOLINT: T* -> const T*
+  V4REF_SIMT_HD sptr operator+(std::int64_t n) const { return sptr(p_ + n); }
+  V4REF_SIMT_HD sptr& operator+=(std::int64_t n) {
+    p_ += n;
+    return *this;
+  }
+  V4REF_SIMT_HD T* address() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+template <class U, class T>
+V4REF_SIMT_HD gptr<U> gcast(gptr<T> p) {
+  return gptr<U>(reinterpret_cast<U*>(p.address()));
+}
+template <class U, class T>
+V4REF_SIMT_HD sptr<U> scast(sptr<T> p) {
+  return sptr<U>(reinterpret_cast<U*>(p.address()));
+}
+
+#if defined(__CUDACC__)
+// ================================================================ device: native instructions
+
+V4REF_SIMT_DEVICE idx3 thread_idx() { return {threadIdx.x, threadIdx.y, threadIdx.z}; }
+V4REF_SIMT_DEVICE idx3 block_idx() { return {blockIdx.x, blockIdx.y, blockIdx.z}; }
+V4REF_SIMT_DEVICE idx3 block_dim() { return {blockDim.x, blockDim.y, blockDim.z}; }
+V4REF_SIMT_DEVICE idx3 grid_dim() { return {gridDim.x, gridDim.y, gridDim.z}; }
+V4REF_SIMT_DEVICE unsigned cluster_block_rank() {
+  return cooperative_groups::this_cluster().block_rank();
+}
+V4REF_SIMT_DEVICE unsigned cluster_num_blocks() {
+  return cooperative_groups::this_cluster().num_blocks();
+}
+
+template <class T>
+V4REF_SIMT_DEVICE sptr<T> dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char v4ref_simt_smem[];
+  return sptr<T>(reinterpret_cast<T*>(v4ref_simt_smem));
+}
+
+// ---- barriers
+V4REF_SIMT_DEVICE void sync_threads() { __syncthreads(); }
+V4REF_SIMT_DEVICE void bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+V4REF_SIMT_DEVICE void sync_warp(unsigned mask = kFullMask) { __syncwarp(mask); }
+V4REF_SIMT_DEVICE void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+}
+V4REF_SIMT_DEVICE void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
+}
+V4REF_SIMT_DEVICE void cluster_sync() {
+  cluster_arrive();
+  cluster_wait();
+}
+template <class T>
+V4REF_SIMT_DEVICE sptr<T> map_shared_rank(sptr<T> p, unsigned rank) {
+  return sptr<T>(cooperative_groups::this_cluster().map_shared_rank(p.address(), rank));
+}
+
+// ---- warp collectives
+template <class T>
+V4REF_SIMT_DEVICE T shfl(unsigned mask, T v, int src, int width = kWarpSize) {
+  return __shfl_sync(mask, v, src, width);
+}
+template <class T>
+V4REF_SIMT_DEVICE T shfl_xor(unsigned mask, T v, int lane_mask, int width = kWarpSize) {
+  return __shfl_xor_sync(mask, v, lane_mask, width);
+}
+template <class T>
+V4REF_SIMT_DEVICE T shfl_down(unsigned mask, T v, unsigned delta, int width = kWarpSize) {
+  return __shfl_down_sync(mask, v, delta, width);
+}
+template <class T>
+V4REF_SIMT_DEVICE T shfl_up(unsigned mask, T v, unsigned delta, int width = kWarpSize) {
+  return __shfl_up_sync(mask, v, delta, width);
+}
+V4REF_SIMT_DEVICE unsigned ballot(unsigned mask, bool p) { return __ballot_sync(mask, p); }
+V4REF_SIMT_DEVICE bool vote_any(unsigned mask, bool p) { return __any_sync(mask, p) != 0; }
+V4REF_SIMT_DEVICE bool vote_all(unsigned mask, bool p) { return __all_sync(mask, p) != 0; }
+
+// ---- global memory
+// Loads and stores are __host__ __device__ so that per-thread math templated on the pointer type
+// (the *_tile.hpp headers) compiles in nvcc's host pass too; only the device pass executes them.
+template <class T>
+V4REF_SIMT_HD std::remove_const_t<T> ld(gptr<T> p) {
+  return *p.address();
+}
+template <class T>
+V4REF_SIMT_HD std::remove_const_t<T> ldg(gptr<T> p) {  // ld.global.nc (read-only path)
+#if defined(__CUDA_ARCH__)
+  return __ldg(p.address());
+#else
+  return *p.address();
+#endif
+}
+template <class T>
+V4REF_SIMT_HD std::remove_const_t<T> ldcg(gptr<T> p) {  // ld.global.cg (L2 only)
+#if defined(__CUDA_ARCH__)
+  return __ldcg(p.address());
+#else
+  return *p.address();
+#endif
+}
+template <class T>
+V4REF_SIMT_HD void st(gptr<T> p, std::type_identity_t<T> v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<T, u32x4>) {
+    // One st.global.v4 (nvcc may otherwise split a 16-byte struct store).
+    asm volatile("st.global.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"l"(p.address()), "r"(v.x),
+                 "r"(v.y), "r"(v.z), "r"(v.w)
+                 : "memory");
+  } else if constexpr (std::is_same_v<T, f32x4>) {
+    asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p.address()), "f"(v.x),
+                 "f"(v.y), "f"(v.z), "f"(v.w)
+                 : "memory");
+  } else {
+    *p.address() = v;
+  }
+#else
+  *p.address() = v;
+#endif
+}
+template <class T>
+V4REF_SIMT_DEVICE T atomic_add(gptr<T> p, std::type_identity_t<T> v) {
+  return atomicAdd(p.address(), v);
+}
+
+// ---- shared memory
+template <class T>
+V4REF_SIMT_HD std::remove_const_t<T> ld(sptr<T> p) {
+  return *p.address();
+}
+template <class T>
+V4REF_SIMT_HD void st(sptr<T> p, std::type_identity_t<T> v) {
+  *p.address() = v;
+}
+template <class T>
+V4REF_SIMT_DEVICE T atomic_add(sptr<T> p, std::type_identity_t<T> v) {
+  return atomicAdd(p.address(), v);
+}
+
+// ---- cp.async (16 bytes per instruction, L2 only) and its groups
+template <class T, class U>
+V4REF_SIMT_DEVICE void cp_async16(sptr<T> dst, gptr<U> src) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst.address()));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src.address())
+               : "memory");
+}
+V4REF_SIMT_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+V4REF_SIMT_DEVICE void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+V4REF_SIMT_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// A constant array in global memory (a __device__ variable), read through gptr.
+#define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                 \
+  __device__ const type name##_storage[count] = {};                                \
+  V4REF_SIMT_DEVICE ::v4ref::cuda::simt::gptr<const type> name() {                 \
+    return ::v4ref::cuda::simt::gptr<const type>(name##_storage);                  \
+  }
+
+#else
+// ================================================================ host: the SIMT executor
+
+using Loc = std::source_location;
+
+namespace detail {
+enum class Op : std::uint8_t { kLoad, kLoadNc, kLoadCg, kStore, kAtomic };
+// Each returns false when the access failed a check (it is then recorded and not performed).
+bool global_access(const void* addr, std::size_t bytes, Op op, const Loc& loc);
+bool shared_access(const void* addr, std::size_t bytes, Op op, const Loc& loc);
+void* dynamic_smem_base();
+idx3 thread_idx();
+idx3 block_idx();
+idx3 block_dim();
+idx3 grid_dim();
+unsigned cluster_block_rank();
+unsigned cluster_num_blocks();
+void bar_sync(int id, int threads, const Loc& loc);
+void sync_warp(unsigned mask, const Loc& loc);
+void cluster_arrive(const Loc& loc);
+void cluster_wait(const Loc& loc);
+void* map_shared_rank(const void* p, unsigned rank, const Loc& loc);
+enum class Shfl : std::uint8_t { kIdx, kXor, kDown, kUp };
+std::uint64_t shfl(unsigned mask, std::uint64_t bits, int arg, int width, Shfl kind, int words,
+                   const Loc& loc);
+enum class Vote : std::uint8_t { kBallot, kAny, kAll };
+unsigned vote(unsigned mask, bool p, Vote kind, const Loc& loc);
+void cp_async(void* smem_dst, const void* gmem_src, std::size_t bytes, const Loc& loc);
+void cp_async_commit(const Loc& loc);
+void cp_async_wait(int pending, const Loc& loc);
+const void* device_array(const char* name, std::size_t bytes);
+}  // namespace detail
+
+inline idx3 thread_idx() { return detail::thread_idx(); }
+inline idx3 block_idx() { return detail::block_idx(); }
+inline idx3 block_dim() { return detail::block_dim(); }
+inline idx3 grid_dim() { return detail::grid_dim(); }
+inline unsigned cluster_block_rank() { return detail::cluster_block_rank(); }
+inline unsigned cluster_num_blocks() { return detail::cluster_num_blocks(); }
+
+template <class T>
+sptr<T> dynamic_smem() {
+  return sptr<T>(static_cast<T*>(detail::dynamic_smem_base()));
+}
+
+inline void sync_threads(const Loc& loc = Loc::current()) {
+  detail::bar_sync(0, -1, loc);
+}
+inline void bar_sync(int id, int threads, const Loc& loc = Loc::current()) {
+  detail::bar_sync(id, threads, loc);
+}
+inline void sync_warp(unsigned mask = kFullMask, const Loc& loc = Loc::current()) {
+  detail::sync_warp(mask, loc);
+}
+inline void cluster_arrive(const Loc& loc = Loc::current()) { detail::cluster_arrive(loc); }
+inline void cluster_wait(const Loc& loc = Loc::current()) { detail::cluster_wait(loc); }
+inline void cluster_sync(const Loc& loc = Loc::current()) {
+  detail::cluster_arrive(loc);
+  detail::cluster_wait(loc);
+}
+template <class T>
+sptr<T> map_shared_rank(sptr<T> p, unsigned rank, const Loc& loc = Loc::current()) {
+  return sptr<T>(static_cast<T*>(detail::map_shared_rank(p.address(), rank, loc)));
+}
+
+namespace detail {
+template <class T>
+std::uint64_t to_bits(const T& v) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "shuffles move 4 or 8 bytes");
+  std::uint64_t b = 0;
+  std::memcpy(&b, &v, sizeof(T));
+  return b;
+}
+template <class T>
+T from_bits(std::uint64_t b) {
+  T v;
+  std::memcpy(&v, &b, sizeof(T));
+  return v;
+}
+template <class T>
+T shuffle(unsigned mask, T v, int arg, int width, Shfl kind, const Loc& loc) {
+  return from_bits<T>(
+      detail::shfl(mask, to_bits(v), arg, width, kind, sizeof(T) > 4 ? 2 : 1, loc));
+}
+}  // namespace detail
+
+template <class T>
+T shfl(unsigned mask, T v, int src, int width = kWarpSize, const Loc& loc = Loc::current()) {
+  return detail::shuffle(mask, v, src, width, detail::Shfl::kIdx, loc);
+}
+template <class T>
+T shfl_xor(unsigned mask, T v, int lane_mask, int width = kWarpSize,
+           const Loc& loc = Loc::current()) {
+  return detail::shuffle(mask, v, lane_mask, width, detail::Shfl::kXor, loc);
+}
+template <class T>
+T shfl_down(unsigned mask, T v, unsigned delta, int width = kWarpSize,
+            const Loc& loc = Loc::current()) {
+  return detail::shuffle(mask, v, static_cast<int>(delta), width, detail::Shfl::kDown, loc);
+}
+template <class T>
+T shfl_up(unsigned mask, T v, unsigned delta, int width = kWarpSize,
+          const Loc& loc = Loc::current()) {
+  return detail::shuffle(mask, v, static_cast<int>(delta), width, detail::Shfl::kUp, loc);
+}
+inline unsigned ballot(unsigned mask, bool p, const Loc& loc = Loc::current()) {
+  return detail::vote(mask, p, detail::Vote::kBallot, loc);
+}
+inline bool vote_any(unsigned mask, bool p, const Loc& loc = Loc::current()) {
+  return detail::vote(mask, p, detail::Vote::kAny, loc) != 0;
+}
+inline bool vote_all(unsigned mask, bool p, const Loc& loc = Loc::current()) {
+  return detail::vote(mask, p, detail::Vote::kAll, loc) != 0;
+}
+
+namespace detail {
+template <class T, class P>
+std::remove_const_t<T> load(P p, Op op, const Loc& loc, bool shared) {
+  std::remove_const_t<T> v{};
+  const bool ok = shared ? shared_access(p.address(), sizeof(T), op, loc)
+                         : global_access(p.address(), sizeof(T), op, loc);
+  if (ok) std::memcpy(&v, p.address(), sizeof(T));
+  return v;
+}
+template <class T, class P>
+void store(P p, const T& v, Op op, const Loc& loc, bool shared) {
+  const bool ok = shared ? shared_access(p.address(), sizeof(T), op, loc)
+                         : global_access(p.address(), sizeof(T), op, loc);
+  if (ok) std::memcpy(p.address(), &v, sizeof(T));
+}
+}  // namespace detail
+
+template <class T>
+std::remove_const_t<T> ld(gptr<T> p, const Loc& loc = Loc::current()) {
+  return detail::load<T>(p, detail::Op::kLoad, loc, false);
+}
+template <class T>
+std::remove_const_t<T> ldg(gptr<T> p, const Loc& loc = Loc::current()) {
+  return detail::load<T>(p, detail::Op::kLoadNc, loc, false);
+}
+template <class T>
+std::remove_const_t<T> ldcg(gptr<T> p, const Loc& loc = Loc::current()) {
+  return detail::load<T>(p, detail::Op::kLoadCg, loc, false);
+}
+template <class T>
+void st(gptr<T> p, std::type_identity_t<T> v, const Loc& loc = Loc::current()) {
+  detail::store(p, v, detail::Op::kStore, loc, false);
+}
+template <class T>
+T atomic_add(gptr<T> p, std::type_identity_t<T> v, const Loc& loc = Loc::current()) {
+  T old{};
+  if (!detail::global_access(p.address(), sizeof(T), detail::Op::kAtomic, loc)) return old;
+  std::memcpy(&old, p.address(), sizeof(T));
+  const T nv = old + v;
+  std::memcpy(p.address(), &nv, sizeof(T));
+  return old;
+}
+
+template <class T>
+std::remove_const_t<T> ld(sptr<T> p, const Loc& loc = Loc::current()) {
+  return detail::load<T>(p, detail::Op::kLoad, loc, true);
+}
+template <class T>
+void st(sptr<T> p, std::type_identity_t<T> v, const Loc& loc = Loc::current()) {
+  detail::store(p, v, detail::Op::kStore, loc, true);
+}
+template <class T>
+T atomic_add(sptr<T> p, std::type_identity_t<T> v, const Loc& loc = Loc::current()) {
+  T old{};
+  if (!detail::shared_access(p.address(), sizeof(T), detail::Op::kAtomic, loc)) return old;
+  std::memcpy(&old, p.address(), sizeof(T));
+  const T nv = old + v;
+  std::memcpy(p.address(), &nv, sizeof(T));
+  return old;
+}
+
+template <class T, class U>
+void cp_async16(sptr<T> dst, gptr<U> src, const Loc& loc = Loc::current()) {
+  detail::cp_async(dst.address(), src.address(), 16, loc);
+}
+inline void cp_async_commit(const Loc& loc = Loc::current()) { detail::cp_async_commit(loc); }
+template <int N>
+void cp_async_wait_group(const Loc& loc = Loc::current()) {
+  detail::cp_async_wait(N, loc);
+}
+// cp.async.wait_all: commit the open group, then wait for every group.
+inline void cp_async_wait_all(const Loc& loc = Loc::current()) {
+  detail::cp_async_commit(loc);
+  detail::cp_async_wait(0, loc);
+}
+
+#define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                         \
+  inline ::v4ref::cuda::simt::gptr<const type> name() {                                    \
+    return ::v4ref::cuda::simt::gptr<const type>(static_cast<const type*>(                 \
+        ::v4ref::cuda::simt::detail::device_array(#name, sizeof(type) * (count))));         \
+  }
+
+#endif
+
+}  // namespace v4ref::cuda::simt

@@ -1,0 +1,330 @@
+// The SIMT executor on small kernels written in the dialect: what each construct computes, and
+// that each check fires on the bug it exists for (and stays quiet on the correct kernel).
+#include "v4ref/cuda/simt/executor.hpp"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <vector>
+
+namespace v4ref::cuda::simt {
+namespace {
+
+// ---------------------------------------------------------------- kernels under test
+
+struct AxpyArgs {
+  std::int64_t n;
+  float a;
+  gptr<const float> x;
+  gptr<float> y;
+  std::int64_t stride_bound;  // fault: the grid-stride loop runs to this bound instead of n
+};
+
+// y = a·x + y, grid-stride.
+void axpy_kernel(const AxpyArgs& p) {
+  const std::int64_t start = block_idx().x * std::int64_t{block_dim().x} + thread_idx().x;
+  const std::int64_t step = std::int64_t{grid_dim().x} * block_dim().x;
+  for (std::int64_t i = start; i < p.stride_bound; i += step)
+    st(p.y + i, p.a * ldg(p.x + i) + ld(p.y + i));
+}
+
+struct SumArgs {
+  std::int64_t n;
+  gptr<const float> x;
+  gptr<float> out;      // [gridDim.x] one partial per block
+  bool skip_sync = false;  // fault: no barrier between the warp partials and their reduction
+  int xor_first = 16;      // fault: a wrong first butterfly distance
+};
+
+// Block sum: warp butterflies, warp partials in shared memory, warp 0 reduces them.
+void block_sum_kernel(const SumArgs& p) {
+  const sptr<float> part = dynamic_smem<float>();
+  const unsigned tid = thread_idx().x, lane = tid % 32, warp = tid / 32;
+  const std::int64_t i = block_idx().x * std::int64_t{block_dim().x} + tid;
+  float v = i < p.n ? ldg(p.x + i) : 0.0f;
+  for (int m = p.xor_first; m >= 1; m /= 2) v += shfl_xor(kFullMask, v, m);
+  if (lane == 0) st(part + warp, v);
+  if (!p.skip_sync) sync_threads();
+  if (warp == 0) {
+    const unsigned warps = block_dim().x / 32;
+    float s = lane < warps ? ld(part + lane) : 0.0f;
+    for (int m = 16; m >= 1; m /= 2) s += shfl_xor(kFullMask, s, m);
+    if (lane == 0) st(p.out + block_idx().x, s);
+  }
+}
+
+float host_sum(const std::vector<float>& x, std::int64_t b0, std::int64_t b1) {
+  // the kernel's order: lanes by butterfly, then warps by butterfly
+  std::vector<float> warp_sums;
+  for (std::int64_t w = b0; w < b1; w += 32) {
+    float lanes[32];
+    for (int l = 0; l < 32; ++l) lanes[l] = w + l < static_cast<std::int64_t>(x.size()) ? x[w + l] : 0.0f;
+    for (int m = 16; m >= 1; m /= 2) {
+      float next[32];
+      for (int l = 0; l < 32; ++l) next[l] = lanes[l] + lanes[l ^ m];
+      std::copy(next, next + 32, lanes);
+    }
+    warp_sums.push_back(lanes[0]);
+  }
+  float lanes[32] = {};
+  for (std::size_t l = 0; l < warp_sums.size(); ++l) lanes[l] = warp_sums[l];
+  for (int m = 16; m >= 1; m /= 2) {
+    float next[32];
+    for (int l = 0; l < 32; ++l) next[l] = lanes[l] + lanes[l ^ m];
+    std::copy(next, next + 32, lanes);
+  }
+  return lanes[0];
+}
+
+std::vector<float> ramp(std::size_t n) {
+  std::vector<float> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = 0.25f * static_cast<float>((i * 37) % 101) - 7.0f;
+  return v;
+}
+
+LaunchConfig config(const char* name, unsigned grid, unsigned block, std::size_t smem = 0) {
+  LaunchConfig c;
+  c.kernel = name;
+  c.grid = {grid, 1, 1};
+  c.block = {block, 1, 1};
+  c.smem_bytes = smem;
+  return c;
+}
+
+// ---------------------------------------------------------------- what the constructs compute
+
+TEST(SimtExecutor, AxpyComputesTheKernelAndCountsCoalescedAccesses) {
+  const std::int64_t n = 1000;
+  const std::vector<float> x = ramp(n), y0 = ramp(n);
+  Buffer<float> bx("x", x), by("y", y0);
+  LaunchConfig c = config("axpy", 3, 128);
+  c.compulsory_bytes = 3.0 * 4 * n;
+  const AxpyArgs a{n, 2.0f, bx.cptr(), by.ptr(), n};
+  for (std::uint64_t seed : {0u, 1u, 7u}) {
+    Buffer<float> y("y", y0);
+    const AxpyArgs as{n, 2.0f, bx.cptr(), y.ptr(), n};
+    const LaunchReport r = launch(c, [&] { axpy_kernel(as); }, {.seed = seed});
+    const std::vector<float> got = y.read();
+    for (std::int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], 2.0f * x[i] + y0[i]) << i;
+    EXPECT_TRUE(y.guards_intact());
+    // 1000 floats = 125 fully used 32-byte sectors per stream, 3 streams
+    EXPECT_EQ(r.sectors_g, 3u * 125u);
+    EXPECT_NEAR(r.traffic_ratio, 1.0, 1e-12);
+    ASSERT_EQ(r.sites.size(), 3u);
+    for (const SiteStats& s : r.sites) EXPECT_LE(s.sectors_per_request, 4.0) << s.site;
+    EXPECT_GT(r.t_lower_h100_us, r.t_lower_h200_us);
+  }
+  (void)a;
+}
+
+TEST(SimtExecutor, BlockSumMatchesTheKernelOrderOnEverySeed) {
+  const std::int64_t n = 700;
+  const std::vector<float> x = ramp(n);
+  for (std::uint64_t seed = 0; seed < 4; ++seed) {
+    Buffer<float> bx("x", x), out("partials", 3, -1.0f);
+    const SumArgs a{n, bx.cptr(), out.ptr()};
+    const LaunchReport r =
+        launch(config("block_sum", 3, 256, 8 * sizeof(float)), [&] { block_sum_kernel(a); }, {.seed = seed});
+    const std::vector<float> got = out.read();
+    for (int b = 0; b < 3; ++b) EXPECT_EQ(got[b], host_sum(x, 256 * b, 256 * b + 256)) << b;
+    EXPECT_EQ(r.mix.barriers, 3u * 8u);  // one per warp per block
+    EXPECT_GT(r.mix.shuffles, 0u);
+  }
+}
+
+// ---------------------------------------------------------------- each check on its bug
+
+TEST(SimtExecutor, GridStrideBoundPastTheEndIsOutOfBounds) {
+  const std::int64_t n = 1000;
+  Buffer<float> bx("x", ramp(n)), by("y", ramp(n));
+  const AxpyArgs a{n, 2.0f, bx.cptr(), by.ptr(), n + 1};
+  const LaunchReport r = launch(config("axpy", 3, 128), [&] { axpy_kernel(a); }, {.throw_on_error = false});
+  ASSERT_TRUE(r.has("out_of_bounds")) << r.summary();
+  EXPECT_NE(r.summary().find("buffer 'x'"), std::string::npos) << r.summary();
+  EXPECT_NE(r.summary().find("block (1,0,0) thread (104,0,0)"), std::string::npos) << r.summary();
+  EXPECT_TRUE(by.guards_intact());  // the failing store was not performed
+}
+
+TEST(SimtExecutor, MissingBarrierIsASharedRace) {
+  const std::vector<float> x = ramp(512);
+  Buffer<float> bx("x", x), out("partials", 2);
+  SumArgs a{512, bx.cptr(), out.ptr()};
+  a.skip_sync = true;
+  const LaunchReport r = launch(config("block_sum", 2, 256, 32), [&] { block_sum_kernel(a); },
+                                {.throw_on_error = false});
+  EXPECT_TRUE(r.has("shared_race") || r.has("uninitialized_read")) << r.summary();
+}
+
+TEST(SimtExecutor, WrongButterflyChangesTheSum) {
+  const std::vector<float> x = ramp(256);
+  Buffer<float> bx("x", x), out("partials", 1);
+  SumArgs a{256, bx.cptr(), out.ptr()};
+  a.xor_first = 8;  // lanes 16..31 never reach lane 0
+  launch(config("block_sum", 1, 256, 32), [&] { block_sum_kernel(a); });
+  EXPECT_NE(out.read()[0], host_sum(x, 0, 256));
+}
+
+TEST(SimtExecutor, ReadingSharedMemoryNobodyWroteIsReported) {
+  Buffer<float> out("out", 32);
+  const gptr<float> o = out.ptr();
+  const LaunchReport r = launch(config("uninit", 1, 32, 256), [&] {
+    const sptr<float> s = dynamic_smem<float>();
+    st(o + thread_idx().x, ld(s + thread_idx().x));
+  }, {.throw_on_error = false});
+  EXPECT_TRUE(r.has("uninitialized_read")) << r.summary();
+}
+
+TEST(SimtExecutor, SharedAccessPastTheDynamicSizeIsOutOfBounds) {
+  const LaunchReport r = launch(config("smem_oob", 1, 64, 128), [&] {
+    const sptr<float> s = dynamic_smem<float>();
+    st(s + thread_idx().x, 1.0f);  // 64 floats into 128 bytes
+  }, {.throw_on_error = false});
+  ASSERT_TRUE(r.has("out_of_bounds")) << r.summary();
+  EXPECT_NE(r.summary().find("past the 128 bytes"), std::string::npos) << r.summary();
+}
+
+TEST(SimtExecutor, BarrierInsideADivergentBranchDeadlocks) {
+  const LaunchReport r = launch(config("divergent_barrier", 1, 64), [&] {
+    if (thread_idx().x < 32) sync_threads();
+  }, {.throw_on_error = false});
+  ASSERT_TRUE(r.has("deadlock")) << r.summary();
+  EXPECT_NE(r.summary().find("32 threads of block (0,0,0) waits in bar.sync 0"), std::string::npos)
+      << r.summary();
+}
+
+TEST(SimtExecutor, TwoBlocksWritingTheSameBytesConflict) {
+  Buffer<float> out("out", 32);
+  const gptr<float> o = out.ptr();
+  const LaunchReport r = launch(config("conflict", 2, 32), [&] { st(o + thread_idx().x, 1.0f); },
+                                {.throw_on_error = false});
+  EXPECT_TRUE(r.has("global_write_conflict")) << r.summary();
+  Buffer<float> acc("acc", 1, 0.0f);
+  const gptr<float> g = acc.ptr();
+  launch(config("atomics", 4, 32), [&] { atomic_add(g, 1.0f); });
+  EXPECT_EQ(acc.read()[0], 128.0f);
+}
+
+TEST(SimtExecutor, ShuffleFromALaneOutsideTheMaskIsReported) {
+  Buffer<int> out("out", 32);
+  const gptr<int> o = out.ptr();
+  const LaunchReport r = launch(config("bad_mask", 1, 32), [&] {
+    const unsigned lane = thread_idx().x;
+    if (lane < 16) st(o + lane, shfl(0x0000ffffu, static_cast<int>(lane), 20));
+  }, {.throw_on_error = false});
+  EXPECT_TRUE(r.has("warp_collective")) << r.summary();
+}
+
+TEST(SimtExecutor, ShuffleAndVoteSemantics) {
+  Buffer<int> out("out", 4 * 32);
+  const gptr<int> o = out.ptr();
+  launch(config("shfl", 1, 32), [&] {
+    const int lane = static_cast<int>(thread_idx().x);
+    st(o + lane, shfl_down(kFullMask, lane, 3u));        // lanes 29..31 keep their own
+    st(o + 32 + lane, shfl_up(kFullMask, lane, 2u, 8));  // within groups of 8
+    st(o + 64 + lane, shfl(kFullMask, lane, lane + 1, 16));
+    st(o + 96 + lane, static_cast<int>(ballot(kFullMask, lane % 3 == 0)));
+  });
+  const std::vector<int> v = out.read();
+  unsigned want_ballot = 0;
+  for (int l = 0; l < 32; ++l) want_ballot |= (l % 3 == 0 ? 1u : 0u) << l;
+  for (int l = 0; l < 32; ++l) {
+    EXPECT_EQ(v[l], l + 3 < 32 ? l + 3 : l);
+    EXPECT_EQ(v[32 + l], l % 8 >= 2 ? l - 2 : l);
+    EXPECT_EQ(v[64 + l], (l & ~15) | ((l + 1) & 15));
+    EXPECT_EQ(static_cast<unsigned>(v[96 + l]), want_ballot);
+  }
+}
+
+// A cluster of 4 blocks: each block writes its rank into its own shared memory, the cluster
+// synchronises, each block reads its right neighbour's value through DSMEM.
+void dsmem_ring(gptr<int> out, bool skip_cluster_sync, bool exit_early) {
+  const sptr<int> s = dynamic_smem<int>();
+  const unsigned rank = cluster_block_rank(), n = cluster_num_blocks();
+  if (thread_idx().x == 0) st(s, static_cast<int>(100 + rank));
+  if (!skip_cluster_sync) cluster_sync();
+  if (thread_idx().x == 0) st(out + block_idx().x, ld(map_shared_rank(s, (rank + 1) % n)));
+  if (!exit_early) cluster_sync();  // nobody exits while a neighbour may still read it
+}
+
+TEST(SimtExecutor, DsmemRingReadsTheNeighbour) {
+  for (std::uint64_t seed = 0; seed < 3; ++seed) {
+    Buffer<int> out("out", 8, -1);
+    LaunchConfig c = config("dsmem_ring", 8, 64, 16);
+    c.cluster = {4, 1, 1};
+    launch(c, [&] { dsmem_ring(out.ptr(), false, false); }, {.seed = seed});
+    const std::vector<int> v = out.read();
+    for (int b = 0; b < 8; ++b) EXPECT_EQ(v[b], 100 + (b % 4 + 1) % 4) << b;
+  }
+}
+
+TEST(SimtExecutor, DsmemWithoutClusterBarrierIsARaceOrUninitialised) {
+  Buffer<int> out("out", 4, -1);
+  LaunchConfig c = config("dsmem_ring", 4, 32, 16);
+  c.cluster = {4, 1, 1};
+  bool caught = false;
+  for (std::uint64_t seed = 0; seed < 4 && !caught; ++seed) {
+    const LaunchReport r = launch(c, [&] { dsmem_ring(out.ptr(), true, false); },
+                                  {.seed = seed, .throw_on_error = false});
+    caught = r.has("shared_race") || r.has("uninitialized_read");
+  }
+  EXPECT_TRUE(caught);
+}
+
+// cp.async of 16 floats per thread into shared memory, two groups, then a read.
+void staged_copy(gptr<const float> in, gptr<float> out, int wait_pending) {
+  const sptr<float> s = dynamic_smem<float>();
+  const unsigned t = thread_idx().x;
+  cp_async16(s + 4 * t, in + 4 * t);
+  cp_async_commit();
+  cp_async16(s + 128 + 4 * t, in + 128 + 4 * t);
+  cp_async_commit();
+  if (wait_pending == 0) cp_async_wait_group<0>();
+  else cp_async_wait_group<1>();
+  sync_threads();
+  for (int k = 0; k < 4; ++k) st(out + 4 * t + k, ld(s + 128 + 4 * t + k));
+  if (wait_pending != 0) cp_async_wait_all();
+}
+
+TEST(SimtExecutor, CpAsyncWaitCountOneShortIsCaught) {
+  const std::vector<float> x = ramp(256);
+  Buffer<float> in("in", x), out("out", 128);
+  LaunchReport r = launch(config("staged_copy", 1, 32, 1024),
+                          [&] { staged_copy(in.cptr(), out.ptr(), 0); });
+  const std::vector<float> got = out.read();
+  for (int i = 0; i < 128; ++i) ASSERT_EQ(got[i], x[128 + i]);
+  EXPECT_EQ(r.mix.cp_async, 2u);
+  r = launch(config("staged_copy", 1, 32, 1024), [&] { staged_copy(in.cptr(), out.ptr(), 1); },
+             {.throw_on_error = false});
+  EXPECT_TRUE(r.has("cp_async")) << r.summary();
+}
+
+TEST(SimtExecutor, BankConflictsOfAStridedSharedAccess) {
+  LaunchReport r = launch(config("banks", 1, 32, 32 * 33 * 4), [&] {
+    const sptr<float> s = dynamic_smem<float>();
+    const unsigned t = thread_idx().x;
+    st(s + t * 32, 1.0f);  // stride 32 words: every lane in bank 0
+    st(s + t * 33, 2.0f);  // stride 33: conflict-free
+  });
+  ASSERT_EQ(r.sites.size(), 2u);
+  EXPECT_EQ(r.sites[0].worst_bank_ways, 32) << r.sites[0].site;
+  EXPECT_EQ(r.sites[1].worst_bank_ways, 1) << r.sites[1].site;
+}
+
+TEST(SimtExecutor, BadLaunchConfigurationsAreNamed) {
+  auto k = [] {};
+  LaunchConfig c = config("bad", 3, 64);
+  c.cluster = {2, 1, 1};
+  EXPECT_THROW(launch(c, k), LaunchError);
+  c = config("bad", 1, 2048);
+  EXPECT_THROW(launch(c, k), LaunchError);
+  c = config("bad", 1, 32, 300000);
+  try {
+    launch(c, k);
+    FAIL();
+  } catch (const LaunchError& e) {
+    EXPECT_NE(std::string(e.what()).find("'bad'"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace v4ref::cuda::simt
