@@ -143,17 +143,19 @@ std::string check_rows(const Set& st, const Weights& w, bool fused, bool post_on
   p.base = w.host_base.data();
   p.s = w.s;
   if (post_only) {
-    std::vector<std::uint16_t> e(static_cast<std::size_t>(n * 4 * d));
-    mhc::executor_post(p, e.data());
+    const std::vector<std::uint16_t> e = cuda::mhc_post_simt(p);
     return e == download_rows<std::uint16_t>(st.xo.p, first, n, 4 * d)
                ? ""
                : "x_out differs from the executor";
   }
   const cuda::MhcPlan plan = cuda::mhc_plan(st.T, d, fused);
-  std::vector<std::uint16_t> xo(static_cast<std::size_t>(n * 4 * d)),
-      u(static_cast<std::size_t>(n * d));
-  std::vector<float> coef(static_cast<std::size_t>(n * 24));
-  mhc::executor_pre(plan.tiling, p, {fused ? xo.data() : nullptr, u.data(), coef.data(), nullptr});
+  cuda::MhcSimtOptions o;  // the kernel's own source in the SIMT executor
+  o.cluster = plan.tiling.cluster;
+  o.run.analysis = false;
+  const cuda::MhcSimtOutputs r = cuda::mhc_pre_simt(p, o);
+  const std::vector<std::uint16_t>& xo = r.x_out;
+  const std::vector<std::uint16_t>& u = r.u;
+  const std::vector<float>& coef = r.coef;
   if (fused && xo != download_rows<std::uint16_t>(st.xo.p, first, n, 4 * d))
     return "x_out differs from the executor";
   if (u != download_rows<std::uint16_t>(st.u.p, first, n, d)) return "u differs from the executor";

@@ -18,14 +18,10 @@ using mhc_kernels::PreArgs;
 using simt::Buffer;
 using simt::gptr;
 
-void require_problem(const mhc::Problem& p, const char* where) {
+void require_tokens(const mhc::Problem& p, const char* where) {
   if (p.tokens < 0 || p.tokens > (std::int64_t{1} << 31))
     throw ShapeError(std::string(where) + ": tokens must be in [0, 2^31], got " +
                      std::to_string(p.tokens));
-  if (p.x == nullptr || p.fn == nullptr || p.base == nullptr)
-    throw Error(std::string(where) + ": x, fn and base are required");
-  if (p.f != nullptr && p.coef_in == nullptr)
-    throw Error(std::string(where) + ": the fused mode needs coef_in");
 }
 
 template <bool kPost, MhcFault F>
@@ -60,7 +56,11 @@ std::function<void()> pre_kernel_for(MhcFault f, bool fused, const PreArgs& a) {
 }  // namespace
 
 MhcSimtOutputs mhc_pre_simt(const mhc::Problem& p, const MhcSimtOptions& opt) {
-  require_problem(p, "mhc_pre_simt");
+  require_tokens(p, "mhc_pre_simt");
+  if (p.x == nullptr || p.fn == nullptr || p.base == nullptr)
+    throw Error("mhc_pre_simt: x, fn and base are required");
+  if (p.f != nullptr && p.coef_in == nullptr)
+    throw Error("mhc_pre_simt: the fused mode needs coef_in");
   const bool fused = p.f != nullptr;
   const mhc::Tiling t = mhc::make_tiling(p.d, opt.cluster);
   const auto T = static_cast<std::size_t>(p.tokens), d = static_cast<std::size_t>(p.d);
@@ -128,8 +128,9 @@ MhcSimtOutputs mhc_pre_simt(const mhc::Problem& p, const MhcSimtOptions& opt) {
 
 std::vector<std::uint16_t> mhc_post_simt(const mhc::Problem& p, int blocks,
                                          const MhcSimtOptions& opt, simt::LaunchReport* report) {
-  require_problem(p, "mhc_post_simt");
-  if (p.f == nullptr) throw Error("mhc_post_simt: f is required");
+  require_tokens(p, "mhc_post_simt");
+  if (p.x == nullptr || p.f == nullptr || p.coef_in == nullptr)
+    throw Error("mhc_post_simt: x, f and coef_in are required");
   if (p.d <= 0 || p.d % mhc::kChunk != 0)
     throw ShapeError("mhc_post_simt: d must be a positive multiple of 8, got " + std::to_string(p.d));
   const auto T = static_cast<std::size_t>(p.tokens), d = static_cast<std::size_t>(p.d);

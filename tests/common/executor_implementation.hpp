@@ -5,9 +5,10 @@
 //
 // The same adapter runs the kernels themselves on a GPU (KernelBackend; tests/gpu/
 // executor_runner_gpu_test.cpp). Components and what the adapter adds around the kernel:
-//   hc_pre              x -> bf16 stream codes, fn/base/scale fp32; executor_pre (pre-only mode)
-//                       on the tiling of d; u bf16, coefficient row [pre 4 | post 4 | comb 16].
-//   hc_post             f, x bf16; coefficient rows [1 | post | comb]; executor_post.
+//   hc_pre              x -> bf16 stream codes, fn/base/scale fp32; mhc_pre_simt (pre-only mode,
+//                       the kernel's source in the SIMT executor) on the tiling of d; u bf16,
+//                       coefficient row [pre 4 | post 4 | comb 16].
+//   hc_post             f, x bf16; coefficient rows [1 | post | comb]; mhc_post_simt.
 //   compressor,         a = fp32(x W_kvᵀ), g = fp32(x W_gateᵀ) (the upstream projection GEMM,
 //   indexer_compressor  correctly rounded: §2.5 item 1 keeps it fp32 with no bf16 output); the
 //                       RoPE rows of positions j·m from the layer's fp32 frequencies; executor_prefill
@@ -32,6 +33,7 @@
 
 #include "v4ref/compare/runner.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
+#include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
@@ -92,10 +94,16 @@ inline cuda::mhc::Tiling executor_tiling(std::int64_t d) {
 inline KernelBackend executor_backend() {
   KernelBackend b;
   b.mhc_pre = [](const cuda::mhc::Problem& p, std::uint16_t* u, float* coef) {
-    cuda::mhc::executor_pre(executor_tiling(p.d), p, {nullptr, u, coef, nullptr});
+    cuda::MhcSimtOptions o;
+    o.cluster = executor_tiling(p.d).cluster;
+    const cuda::MhcSimtOutputs r = cuda::mhc_pre_simt(p, o);
+    if (!r.guards_intact) throw Error("mhc_pre_simt: a guard around an output was overwritten");
+    std::copy(r.u.begin(), r.u.end(), u);
+    std::copy(r.coef.begin(), r.coef.end(), coef);
   };
   b.mhc_post = [](const cuda::mhc::Problem& p, std::uint16_t* x_out) {
-    cuda::mhc::executor_post(p, x_out);
+    const std::vector<std::uint16_t> r = cuda::mhc_post_simt(p);
+    std::copy(r.begin(), r.end(), x_out);
   };
   b.compressor_prefill = [](const cuda::cmp::PrefillProblem& p, std::uint8_t* rows) {
     cuda::cmp::executor_prefill(p, rows);

@@ -21,8 +21,10 @@
 
 #include "../common/gpu_test_support.hpp"
 #include "../common/mhc_inputs.hpp"
+#include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/mhc.hpp"
+#include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
@@ -53,8 +55,13 @@ ExecOut executor(const mhc::Tiling& tl, const MhcInputs& in) {
   e.u.assign(T * D, 0x7FC1);
   e.coef.assign(T * 24, 0.0f);
   e.mu.assign(T * 24, 0.0f);
-  mhc::executor_pre(tl, in.problem(),
-                    {in.fused ? e.x_out.data() : nullptr, e.u.data(), e.coef.data(), e.mu.data()});
+  cuda::MhcSimtOptions o;  // the kernel's own source in the SIMT executor, same cluster size
+  o.cluster = tl.cluster;
+  cuda::MhcSimtOutputs r = cuda::mhc_pre_simt(in.problem(), o);
+  e.x_out = std::move(r.x_out);
+  e.u = std::move(r.u);
+  e.coef = std::move(r.coef);
+  e.mu = std::move(r.mu);
   return e;
 }
 
@@ -195,8 +202,7 @@ TEST(MhcGpu, StandaloneWriteBackBitwiseEqualToExecutor) {
   for (const std::int64_t d : {512, 4096, 7168}) {
     const MhcInputs in = synthetic_mhc_inputs("mhc/post_only_" + std::to_string(d), 77, d, true);
     const std::vector<std::uint16_t> k = cuda::mhc_post_host(in.problem());
-    std::vector<std::uint16_t> e(k.size(), 0x7FC1);
-    mhc::executor_post(in.problem(), e.data());
+    const std::vector<std::uint16_t> e = cuda::mhc_post_simt(in.problem());
     EXPECT_EQ(first_difference(k, e), "") << in.name;
   }
 }

@@ -1,6 +1,6 @@
-// Per-thread math of the fused mHC kernels (cuda/src/mhc_bf16_sm90.cu), written once for host
-// and device, and the CPU executor that runs it in the kernels' own block / warp / lane order and
-// reduction order (docs/cuda-mhc-compressor.md §2). v4-forward.md §4.1–§4.4, §12.
+// Per-thread math of the fused mHC kernels (cuda/src/mhc_kernels.cuh), written once for host and
+// device; the kernels themselves run on the CPU in the SIMT executor (mhc_simt.hpp, docs/simt.md)
+// (docs/cuda-mhc-compressor.md §2). v4-forward.md §4.1–§4.4, §12.
 //
 // What one launch computes, per token t (streams X_t [4, d] bf16, stream-major rows [T, 4d]):
 //   fused mode (post of layer l, then pre of layer l+1; F = sublayer output [T, d] bf16):
@@ -15,7 +15,7 @@
 // differently from the host, and exp is our own fp32 polynomial (exp_f32), so the executor and
 // the device produce the same bits.
 //
-// Work decomposition (kernel and executor share it through Tiling):
+// Work decomposition (the kernels and their launchers share it through Tiling):
 //   batch    = 32 consecutive tokens, one per lane of a warp (fn values are warp broadcasts)
 //   cluster  = S CTAs (16, or 8 where 16 cannot be scheduled); CTA `rank` owns the d/S elements
 //              [rank·d/S, (rank+1)·d/S) of every stream
@@ -85,7 +85,7 @@ enum class MhcFault : int {
   kPreDoubleBufferShared,  // pre is not double-buffered: K(b+1) overwrites what C(b) reads
   kLastClusterWaitMissing, // the stream warps exit without the final cluster wait
   kCoefWarpSyncMissing,    // the coefficient warp reads `sums` without __syncwarp
-  kPackFnIndexSwap,        // pack_fn swaps stream and row in the packed layout
+  kPackFnIndexSwap,        // mhc_pack_fn_kernel swaps stream and row in the packed layout
 };
 
 // The per-layer scalars, in fp32 as the kernel uses them.
@@ -283,21 +283,13 @@ V4REF_HD inline std::uint32_t bf16_pair(std::uint16_t lo, std::uint16_t hi) {
 // floats per 8-element chunk g = i/8 of the stream width, element (r, k, i) of the official
 // fn [24, 4d] (fn[r][k·d + i]) at g·768 + (k·24 + r)·8 + i mod 8. A chunk's weights are then one
 // base address plus compile-time offsets, and a CTA's slice is one contiguous range. Packed once
-// per weight load (mhc_pack_fn on the device, pack_fn here on the host).
+// per weight load (mhc_pack_fn_kernel).
 inline constexpr int kFnBlock = kStreams * kMix * kChunk;  // 768 floats per chunk
 
 V4REF_HD inline std::int64_t packed_fn_index(int r, int k, std::int64_t i) {
   return (i / kChunk) * kFnBlock + (k * kMix + r) * kChunk + i % kChunk;
 }
 
-inline std::vector<float> pack_fn(const float* fn, std::int64_t d) {
-  std::vector<float> out(static_cast<std::size_t>(kMix * 4 * d));
-  for (int r = 0; r < kMix; ++r)
-    for (int k = 0; k < kStreams; ++k)
-      for (std::int64_t i = 0; i < d; ++i)
-        out[static_cast<std::size_t>(packed_fn_index(r, k, i))] = fn[r * 4 * d + k * d + i];
-  return out;
-}
 
 template <class T>
 V4REF_HD void load_fn8(simt::sptr<T> p, float w[kChunk]) {  // two 16-byte shared loads
@@ -422,9 +414,10 @@ V4REF_HD void coefficients(PS sums, int width4d, PB base, const Scalars& s, floa
   for (int i = 0; i < 16; ++i) coef[kCombOff + i] = m[i];
 }
 
-// ---------------------------------------------------------------- CPU executor (host only)
+// ---------------------------------------------------------------- a launch on host arrays
 
-// One launch's data, host arrays (the device launch struct in mhc.hpp mirrors it).
+// One launch's data, host arrays (the device launch struct in mhc.hpp mirrors it); the SIMT
+// executor runs the kernels on it (mhc_simt.hpp).
 struct Problem {
   std::int64_t tokens = 0, d = 0;
   const std::uint16_t* x = nullptr;  // [T, 4d] bf16 streams, row t = v_t (stream-major)
@@ -441,105 +434,5 @@ struct Outputs {
   float* coef = nullptr;           // [T, 24] fp32 pre / post / comb
   float* mu = nullptr;             // [T, 24] fp32 mixing logits μ (optional, debug)
 };
-
-// Host functions (no __device__): nvcc parses them in its device pass but never compiles them
-// for the device, so .cu host code (the bench) can call them too.
-inline RawChunk executor_load(const Problem& p, std::int64_t t, int i0) {
-  RawChunk c{};
-  const std::uint16_t* x = p.x + t * 4 * p.d + i0;
-  for (int k = 0; k < kStreams; ++k)
-    for (int q = 0; q < kChunk / 2; ++q)
-      c.x[k][q] = bf16_pair(x[k * p.d + 2 * q], x[k * p.d + 2 * q + 1]);
-  if (p.f != nullptr)
-    for (int q = 0; q < kChunk / 2; ++q)
-      c.f[q] = bf16_pair(p.f[t * p.d + i0 + 2 * q], p.f[t * p.d + i0 + 2 * q + 1]);
-  return c;
-}
-
-// The pre (or fused post + pre) launch of mhc_bf16_sm90.cu, batch by batch, CTA by CTA, warp by
-// warp and lane by lane, with the kernel's partial sums and reduction orders.
-inline void executor_pre(const Tiling& tl, const Problem& p, const Outputs& o) {
-  if (p.d != tl.d)
-    throw ShapeError("mhc executor: problem width " + std::to_string(p.d) +
-                     " differs from the tiling's " + std::to_string(tl.d));
-  const bool fused = p.f != nullptr;
-  const std::vector<float> fnp = pack_fn(p.fn, p.d);
-  const int width4d = static_cast<int>(4 * p.d);
-  std::vector<float> cta(static_cast<std::size_t>(tl.cluster) * kBatch * kSums);
-  std::vector<float> pw(static_cast<std::size_t>(tl.warps) * kSums * kBatch);
-  for (std::int64_t b0 = 0; b0 < p.tokens; b0 += kBatch) {
-    for (int rank = 0; rank < tl.cluster; ++rank) {
-      for (int w = 0; w < tl.warps; ++w)
-        for (int lane = 0; lane < kBatch; ++lane) {
-          const std::int64_t t = b0 + lane;
-          float acc[kSums] = {};
-          if (t < p.tokens) {  // lanes past the end contribute zeros, as on the device
-            const float* post = fused ? p.coef_in + t * kMix + kPostOff : nullptr;
-            const float* comb = fused ? p.coef_in + t * kMix + kCombOff : nullptr;
-            for (int q = 0; q < tl.chunks; ++q) {
-              const int i0 = tl.element(rank, w, q);
-              const RawChunk raw = executor_load(p, t, i0);
-              std::uint32_t out[kStreams][kChunk / 2];
-              if (fused) {
-                chunk_mix<true>(raw, post, comb, fnp.data() + (i0 / kChunk) * kFnBlock, out, acc);
-                for (int k = 0; k < kStreams; ++k)
-                  for (int e = 0; e < kChunk; ++e)
-                    o.x_out[t * 4 * p.d + k * p.d + i0 + e] = bf16_at(out[k], e);
-              } else {
-                chunk_mix<false>(raw, post, comb, fnp.data() + (i0 / kChunk) * kFnBlock, out, acc);
-              }
-            }
-          }
-          for (int v = 0; v < kSums; ++v)
-            pw[(static_cast<std::size_t>(w) * kSums + v) * kBatch + lane] = acc[v];
-        }
-      for (int lane = 0; lane < kBatch; ++lane)  // CTA reduction: warps in order
-        for (int v = 0; v < kSums; ++v) {
-          float s = pw[static_cast<std::size_t>(v) * kBatch + lane];
-          for (int w = 1; w < tl.warps; ++w)
-            s = add_rn(s, pw[(static_cast<std::size_t>(w) * kSums + v) * kBatch + lane]);
-          cta[(static_cast<std::size_t>(rank) * kBatch + lane) * kSums + v] = s;
-        }
-    }
-    for (int lane = 0; lane < kBatch; ++lane) {  // owner CTA: ranks in order, then coefficients
-      const std::int64_t t = b0 + lane;
-      if (t >= p.tokens) continue;
-      float sums[kSums];
-      for (int v = 0; v < kSums; ++v) {
-        float s = cta[static_cast<std::size_t>(lane) * kSums + v];
-        for (int rank = 1; rank < tl.cluster; ++rank)
-          s = add_rn(s, cta[(static_cast<std::size_t>(rank) * kBatch + lane) * kSums + v]);
-        sums[v] = s;
-      }
-      float mu[kMix], coef[kMix];
-      coefficients(sums, width4d, p.base, p.s, mu, coef);
-      for (int r = 0; r < kMix; ++r) {
-        o.coef[t * kMix + r] = coef[r];
-        if (o.mu != nullptr) o.mu[t * kMix + r] = mu[r];
-      }
-      const std::uint16_t* xs = fused ? o.x_out : p.x;  // phase C reads the new streams back
-      for (std::int64_t i = 0; i < p.d; ++i) {
-        float x[kStreams];
-        for (int k = 0; k < kStreams; ++k) x[k] = bf16_value(xs[t * 4 * p.d + k * p.d + i]);
-        o.u[t * p.d + i] = collapse_value(coef + kPreOff, x);
-      }
-    }
-  }
-}
-
-// The standalone write-back (mhc_post kernel): X' = bf16(post ⊗ F + Cᵀ X) for every element.
-inline void executor_post(const Problem& p, std::uint16_t* x_out) {
-  for (std::int64_t t = 0; t < p.tokens; ++t) {
-    const float* post = p.coef_in + t * kMix + kPostOff;
-    const float* comb = p.coef_in + t * kMix + kCombOff;
-    for (std::int64_t i = 0; i < p.d; ++i) {
-      float x[kStreams];
-      for (int j = 0; j < kStreams; ++j) x[j] = bf16_value(p.x[t * 4 * p.d + j * p.d + i]);
-      const float f = bf16_value(p.f[t * p.d + i]);
-      for (int k = 0; k < kStreams; ++k)
-        x_out[t * 4 * p.d + k * p.d + i] = to_bf16(post_value(post, comb, k, f, x));
-    }
-  }
-}
 
 }  // namespace v4ref::cuda::mhc

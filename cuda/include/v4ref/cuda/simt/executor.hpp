@@ -1,6 +1,7 @@
 // The SIMT executor: runs a kernel written in the dialect (simt.hpp) on the CPU, every CUDA
 // thread a fiber, with the checks compute-sanitizer would make and the memory tables Nsight
-// Compute would show (docs/simt.md). Host compiler only.
+// Compute would show (docs/simt.md). Built by the host compiler (library v4ref_simt); host code
+// of a .cu file may call it too.
 //
 //   simt::Buffer<float> in("x", host_x);                 // global memory with guard zones
 //   simt::Buffer<float> out("y", n, poison);
@@ -11,10 +12,6 @@
 // launch() throws LaunchError (every finding named: kernel, block, thread, address, site) unless
 // RunOptions::throw_on_error is false; then the findings are in the report.
 #pragma once
-
-#if defined(__CUDACC__)
-#error "executor.hpp is host-only: the SIMT executor runs kernels with the host compiler"
-#endif
 
 #include <cstddef>
 #include <cstdint>

@@ -1,6 +1,6 @@
-// The CUDA mHC kernels' math, run on the CPU in the kernels' own block / warp / lane and reduction
-// order (cuda/include/v4ref/cuda/mhc_tile.hpp), against the double reference
-// (reference/src/mhc.cpp): label cpu, no GPU needed (docs/cuda-mhc-compressor.md §2.4).
+// The CUDA mHC kernels run from their own source (cuda/src/mhc_kernels.cuh) in the SIMT executor
+// (docs/simt.md), against the double reference (reference/src/mhc.cpp): label cpu, no GPU needed
+// (docs/cuda-mhc-compressor.md §2.4).
 //
 // References (verification.md §2), all on the bits the kernel sees:
 //   Rq  reference under store_bf16_residual, the kernel's declared rounding points
@@ -42,6 +42,7 @@
 
 #include "../common/mhc_inputs.hpp"
 #include "v4ref/cuda/mhc.hpp"
+#include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
@@ -73,17 +74,18 @@ struct KernelOut {
   std::vector<float> coef, mu;
 };
 
+// The kernel's own source (cuda/src/mhc_kernels.cuh) in the SIMT executor, on the launch
+// geometry of `tl` (two persistent clusters where there are two batches, as on the device).
 KernelOut run_executor(const mhc::Tiling& tl, const MhcInputs& in, std::uint16_t poison16,
                        std::uint32_t poison32) {
-  const auto T = static_cast<std::size_t>(in.tokens), D = static_cast<std::size_t>(in.d);
-  KernelOut k;
-  k.x_out.assign(in.fused ? T * 4 * D : 0, poison16);
-  k.u.assign(T * D, poison16);
-  k.coef.assign(T * mhc::kMix, fmt::float_from_bits(poison32));
-  k.mu.assign(T * mhc::kMix, fmt::float_from_bits(poison32));
-  mhc::Outputs o{in.fused ? k.x_out.data() : nullptr, k.u.data(), k.coef.data(), k.mu.data()};
-  mhc::executor_pre(tl, in.problem(), o);
-  return k;
+  cuda::MhcSimtOptions o;
+  o.cluster = tl.cluster;
+  o.clusters = 2;
+  o.poison_u16 = poison16;
+  o.poison_f32 = poison32;
+  cuda::MhcSimtOutputs r = cuda::mhc_pre_simt(in.problem(), o);
+  EXPECT_TRUE(r.guards_intact) << in.name;
+  return KernelOut{std::move(r.x_out), std::move(r.u), std::move(r.coef), std::move(r.mu)};
 }
 
 // ---------------------------------------------------------------- the plain fp32 baseline B
@@ -607,9 +609,7 @@ TEST(MhcExecutor, BatchInvariance) {
 TEST(MhcExecutor, StandaloneWriteBackEqualsFused) {
   const MhcInputs in = synthetic_mhc_inputs("mhc/post_only", 37, 512, true);
   const KernelOut k = run_executor(mhc::make_tiling(512, 16), in, 0x7FC1, 0x7FC0DEADu);
-  std::vector<std::uint16_t> xo(k.x_out.size(), 0x7FC1);
-  mhc::executor_post(in.problem(), xo.data());
-  EXPECT_EQ(xo, k.x_out);
+  EXPECT_EQ(cuda::mhc_post_simt(in.problem()), k.x_out);
 }
 
 // Structured input: identity comb, post = 0 and one-hot fn rows make the transpose and the
