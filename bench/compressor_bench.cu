@@ -32,6 +32,7 @@
 #include "bench_timing.cuh"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
+#include "v4ref/cuda/compressor_simt.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
 #include "v4ref/ref/core/rng.hpp"
 
@@ -187,7 +188,7 @@ int main(int argc, char** argv) {
           p.sin = w.sin.data() + (t_first / ratio) * 32;
           std::vector<std::uint8_t> rows(
               static_cast<std::size_t>((p.tokens / ratio) * dm.row_bytes()));
-          cmp::executor_prefill(p, rows.data());
+          cuda::compressor_prefill_simt(p, rows.data());
           // Entry 0 of the shifted problem has no previous block for CSA when t_first > 0:
           // compare only entries whose slots are all inside the window.
           const std::int64_t skip = (ratio == 4 && t_first > 0) ? 1 : 0;
@@ -277,7 +278,7 @@ int main(int argc, char** argv) {
                 launch(0);
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         std::vector<std::uint8_t> row(static_cast<std::size_t>(dm.row_bytes()));
-        const bool done = cmp::executor_decode_step(
+        const bool done = cuda::compressor_decode_step_simt(
             dm, st, t, ha.data(), hg.data(), w.ape.data(), w.norm_w.data(), 1e-6f,
             cmp::RopeRow{w.cos.data(), w.sin.data()}, row.data());
         if (done && download<std::uint8_t>(cache.p, 0, row.size()) != row)

@@ -217,6 +217,9 @@ struct Block {
   std::vector<Coll> warps;
   std::uint32_t live = 0;
   std::uint32_t first_thread = 0;
+  // DSMEM accesses into this block by threads of other blocks: the latest per accessing thread.
+  // Each must happen before this block exits (a cluster barrier after the last remote access).
+  std::unordered_map<std::uint32_t, Epoch> remote;
 };
 
 // One warp-level instruction: the accesses of its lanes (the k-th execution of a site by each
@@ -749,6 +752,7 @@ bool shared_access(const void* addr, std::size_t bytes, Op op, const Loc& loc) {
   }
   const bool write = op == Op::kStore || op == Op::kAtomic;
   if (!shadow_access(t, b, off, bytes, write, op == Op::kAtomic, site)) return false;
+  if (remote) b.remote[t.id] = Epoch{t.id, t.vc[t.id], site};
   record(site, addr, bytes);
   return true;
 }
@@ -986,6 +990,20 @@ void on_thread_exit(Thread& t) {
   Block& b = r.blocks[t.block];
   --b.live;
   r.cl_done_arrives.push_back(t.arrives);
+  if (b.live == 0 && !r.aborting && !b.remote.empty()) {
+    // The block's exit: every remote access into its shared memory must be ordered before it.
+    std::vector<std::uint32_t> exit_vc;
+    for (std::uint32_t i = 0; i < r.threads_per_block; ++i)
+      join_into(exit_vc, r.threads[b.first_thread + i].vc);
+    for (const auto& [tid, e] : b.remote)
+      if (!before(e, exit_vc)) {
+        finding("dsmem", r.sites.name(e.site) + "|exit",
+                "block " + str(b.bidx) + " exits while the access of " + thread_name(tid) + " at " +
+                    r.sites.name(e.site) + " to its shared memory is not ordered before the exit " +
+                    "(no cluster barrier after the last DSMEM access)");
+        break;
+      }
+  }
   if (!r.aborting) wake_cluster_phases();
 }
 

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "v4ref/compare/runner.hpp"
+#include "v4ref/cuda/compressor_simt.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
 #include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
@@ -106,18 +107,18 @@ inline KernelBackend executor_backend() {
     std::copy(r.begin(), r.end(), x_out);
   };
   b.compressor_prefill = [](const cuda::cmp::PrefillProblem& p, std::uint8_t* rows) {
-    cuda::cmp::executor_prefill(p, rows);
+    cuda::compressor_prefill_simt(p, rows);
   };
   b.compressor_decode = [](const cuda::cmp::PrefillProblem& all, std::int64_t p, std::uint8_t* rows,
                            const std::function<void(cuda::cmp::DecodeState&)>& state_fault) {
     const cuda::cmp::Dims& dm = all.dm;
     cuda::cmp::PrefillProblem head = all;
     head.tokens = p;
-    cuda::cmp::DecodeState st = cuda::cmp::executor_prefill_state(head);
+    cuda::cmp::DecodeState st = cuda::compressor_prefill_state_simt(head);
     if (state_fault) state_fault(st);
     for (std::int64_t t = p; t < all.tokens; ++t) {
       const std::int64_t j = t / dm.ratio;
-      cuda::cmp::executor_decode_step(dm, st, t, all.a + t * dm.cw(), all.g + t * dm.cw(), all.ape,
+      cuda::compressor_decode_step_simt(dm, st, t, all.a + t * dm.cw(), all.g + t * dm.cw(), all.ape,
                                       all.norm_w, all.eps,
                                       cuda::cmp::RopeRow{all.cos + j * 32, all.sin + j * 32},
                                       rows + j * dm.row_bytes());

@@ -22,6 +22,7 @@
 #include "../common/gpu_test_support.hpp"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/compressor.hpp"
+#include "v4ref/cuda/compressor_simt.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
 #include "v4ref/ref/compressor.hpp"
 #include "v4ref/ref/config_json.hpp"
@@ -55,7 +56,7 @@ Exec executor(const Inputs& in) {
     dbg.roped = e.roped.data();
     dbg.hadamard = e.hadamard.data();
   }
-  cmp::executor_prefill(in.problem(), e.cache.data(), dbg);
+  cuda::compressor_prefill_simt(in.problem(), e.cache.data(), dbg);
   return e;
 }
 
@@ -72,7 +73,7 @@ void expect_prefill_bitwise(const Inputs& in, bool with_state) {
   EXPECT_EQ(k.roped, e.roped) << in.name << ": roped";
   EXPECT_EQ(k.hadamard, e.hadamard) << in.name << ": hadamard";
   if (!with_state) return;
-  const cmp::DecodeState st = cmp::executor_prefill_state(in.problem());
+  const cmp::DecodeState st = cuda::compressor_prefill_state_simt(in.problem());
   EXPECT_EQ(0, std::memcmp(k.state_kv.data(), st.kv.data(), st.kv.size() * 4))
       << in.name << ": hand-off state kv";
   EXPECT_EQ(0, std::memcmp(k.state_score.data(), st.score.data(), st.score.size() * 4))
@@ -179,12 +180,12 @@ void expect_decode_bitwise(const Inputs& full, std::int64_t t0) {
   const cmp::Dims& dm = full.dm;
   const int cw = dm.cw(), ratio = dm.ratio;
   const std::int64_t entries_max = t1 / ratio + 1;
-  cmp::DecodeState se = cmp::executor_prefill_state(head.problem()), sk = se;
+  cmp::DecodeState se = cuda::compressor_prefill_state_simt(head.problem()), sk = se;
   std::vector<std::uint8_t> ce(static_cast<std::size_t>(entries_max * dm.row_bytes()), 0xA5),
       ck = ce;
   for (std::int64_t t = t0; t < t1; ++t) {
     const std::int64_t j = t / ratio;
-    cmp::executor_decode_step(dm, se, t, full.a.data() + t * cw, full.g.data() + t * cw,
+    cuda::compressor_decode_step_simt(dm, se, t, full.a.data() + t * cw, full.g.data() + t * cw,
                               full.ape.data(), full.norm_w.data(), full.eps,
                               cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32},
                               ce.data() + j * dm.row_bytes());
@@ -236,7 +237,7 @@ void expect_batched_decode_bitwise(const Inputs& in) {
     pos[static_cast<std::size_t>(b)] = b;
     Inputs head = in;
     head.tokens = b;  // a hand-off state after b tokens of the same data, then step b
-    cmp::DecodeState st = cmp::executor_prefill_state(head.problem());
+    cmp::DecodeState st = cuda::compressor_prefill_state_simt(head.problem());
     kv.insert(kv.end(), st.kv.begin(), st.kv.end());
     sc.insert(sc.end(), st.score.begin(), st.score.end());
   }
@@ -257,7 +258,7 @@ void expect_batched_decode_bitwise(const Inputs& in) {
     std::copy(kv.begin() + b * rows * cw, kv.begin() + (b + 1) * rows * cw, st.kv.begin());
     std::copy(sc.begin() + b * rows * cw, sc.begin() + (b + 1) * rows * cw, st.score.begin());
     const std::int64_t j = b / 4;
-    cmp::executor_decode_step(
+    cuda::compressor_decode_step_simt(
         dm, st, b, in.a.data() + b * cw, in.g.data() + b * cw, in.ape.data(), in.norm_w.data(),
         in.eps, cmp::RopeRow{in.cos.data() + j * 32, in.sin.data() + j * 32},
         want.data() + (b * entries_max + j) * dm.row_bytes(), edbg.at(b, dm.width));

@@ -1,6 +1,7 @@
-// Per-thread math of the CUDA compressors (cuda/src/compressor_fp8_sm90.cu), written once for
-// host and device, and the CPU executor that runs it in the kernels' own cluster / warp / lane
-// and reduction order (docs/cuda-mhc-compressor.md §4; v4-forward.md §6, §7.1, §11.2, §2.4, §2.5).
+// Per-thread math of the CUDA compressors (cuda/src/compressor_kernels.cuh), written once for
+// host and device; the kernels themselves run on the CPU in the SIMT executor
+// (compressor_simt.hpp, docs/simt.md) (docs/cuda-mhc-compressor.md §4; v4-forward.md §6, §7.1,
+// §11.2, §2.4, §2.5).
 //
 // One compressed entry j (width w = 128·Q, rope r = 64, ratio m = 4 or 128), two kinds:
 //   slots    CSA: 8 (rows of block j−1 through channels [0, w), rows of block j through [w, 2w));
@@ -25,7 +26,7 @@
 //   row      68 bytes: [64 bytes e2m1, byte b = channel 2b (low nibble) | channel 2b+1 (high)]
 //            [4 ue8m0 scales] (cost-model.md "V4 indexer key"); rows are only 4-byte aligned
 //
-// Work decomposition (kernel and executor share it):
+// Work decomposition (the kernels and their launchers share it):
 //   cluster of Q = w/128 CTAs per entry (indexer: Q = 1); CTA `rank` owns channels
 //   [128·rank, 128·rank + 128); 4 warps per CTA split the slots in contiguous ranges (CSA 2 each,
 //   HCA 32 each); lane l owns channels 4l..4l+3 of the CTA's range (16-byte loads)
@@ -83,6 +84,19 @@ inline constexpr float kInvE2m1Max = 1.0f / 6.0f;          // fp32(1/6), correct
 inline constexpr float kHadamardScale = static_cast<float>(0.08838834764831844055010554526310612);
 
 // Which tail of §6.3 an entry gets (the width cannot tell: tiny configs have w = 128 for both).
+// Control-flow defects the SIMT tests inject into the kernels of compressor_kernels.cuh
+// (template parameter; the device build instantiates kNone only). docs/simt.md §5.
+enum class CompressorFault : int {
+  kNone = 0,
+  kQ8ShuffleCrossesBlocks,  // the Q8 amax butterfly starts at xor 16: two 64-channel blocks mix
+  kRowPaddingPastEnd,       // the padding loop of the main row runs 8 bytes past the row
+  kHadamardHalfMask,        // the Hadamard shuffles name lanes 0..15 only
+  kNoBarrierAfterMax,       // pass 2 reads the warps' maxima without the barrier after pass 1
+  kSsboxOwnRank,            // every CTA reads the square sums from its own shared memory
+  kNoExitClusterBarrier,    // a CTA may exit while another still reads its square sum
+  kStateShiftOffByOne,      // CSA decode copies rows 3–6 (not 4–7) into rows 0–3
+};
+
 enum class Kind : int {
   kMain,     // attn.compressor: rope bf16 + Q8 of the nope dims
   kIndexer,  // attn.indexer.compressor: rope, Hadamard, Q4 of all 128 dims
@@ -230,25 +244,7 @@ V4REF_HD inline std::uint16_t q4_lane_bits(const std::uint8_t c[4]) {
                                     (static_cast<unsigned>(fmt::fp4_pack(c[2], c[3])) << 8));
 }
 
-// The xor-butterfly sum of a warp (offsets 16, 8, 4, 2, 1; every lane ends with the same value:
-// lane l adds its partner's value to its own, and a + b == b + a in IEEE).
-inline void butterfly_sum(float v[32]) {
-  for (int o = 16; o > 0; o /= 2) {
-    float next[32];
-    for (int l = 0; l < 32; ++l) next[l] = add_rn(v[l], v[l ^ o]);
-    for (int l = 0; l < 32; ++l) v[l] = next[l];
-  }
-}
-
-// ---------------------------------------------------------------- CPU executor (host only)
-
-// Where an entry's slots come from: slot s of entry j is the row `row(j, s)` of `a` / `l`
-// (row-major [rows, c·w] fp32), or absent (row < 0).
-struct SlotSource {
-  const float* a = nullptr;  // values
-  const float* l = nullptr;  // logits (already g + ape)
-  std::int64_t row_stride = 0;
-};
+// ---------------------------------------------------------------- launches on host arrays
 
 // The rows of prefill entry j: token rows (CSA s < 4: block j−1, s >= 4: block j; HCA s: block j).
 V4REF_HD inline std::int64_t prefill_row(const Dims& dm, std::int64_t j, int s) {
@@ -298,147 +294,6 @@ struct EntryDebug {
   }
 };
 
-// Q8 of the nope dims and the bf16 rope dims into a main cache row (y: normed nope, roped rope).
-inline void executor_main_tail(const Dims& dm, const std::vector<std::uint16_t>& y,
-                               std::uint8_t* out_row) {
-  for (int b = 0; b < dm.scales(); ++b) {
-    float amax = 0.0f;
-    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
-      amax = max_f(amax, std::fabs(bf16_value(y[static_cast<std::size_t>(i)])));
-    const int k = q8_scale_exponent(amax);
-    for (int i = b * kQ8Block; i < (b + 1) * kQ8Block; ++i)
-      out_row[i] = q8_code(bf16_value(y[static_cast<std::size_t>(i)]), k);
-    out_row[dm.scale_offset() + b] = static_cast<std::uint8_t>(k + 127);
-  }
-  for (int i = 0; i < kRope; ++i) {
-    const std::uint16_t h = y[static_cast<std::size_t>(dm.nope() + i)];
-    out_row[dm.rope_offset() + 2 * i] = static_cast<std::uint8_t>(h & 0xFF);
-    out_row[dm.rope_offset() + 2 * i + 1] = static_cast<std::uint8_t>(h >> 8);
-  }
-  for (int b = dm.scale_offset() + dm.scales(); b < dm.row_bytes(); ++b) out_row[b] = 0;
-}
-
-// Had over the 128 channels of an indexer entry as warp 0 computes it, v[lane][q] = channel
-// 4·lane + q: stages h = 1, 2 in each lane, then h = 4·o for the lane offsets o = 1, .., 16
-// (every lane reads its partner's value of the previous stage, as __shfl_xor_sync does).
-inline void hadamard_warp(float v[32][kLaneChannels]) {
-  for (int lane = 0; lane < 32; ++lane) hadamard_in_lane(v[lane]);
-  for (int o = 1; o < 32; o *= 2) {
-    float next[32][kLaneChannels];
-    for (int lane = 0; lane < 32; ++lane)
-      for (int q = 0; q < kLaneChannels; ++q)
-        next[lane][q] = hadamard_butterfly(v[lane][q], v[lane ^ o][q], (lane & o) != 0);
-    for (int lane = 0; lane < 32; ++lane)
-      for (int q = 0; q < kLaneChannels; ++q) v[lane][q] = next[lane][q];
-  }
-}
-
-// Hadamard, bf16 and Q4 of a roped indexer entry y [128] into its 68-byte cache row; h gets the
-// bf16 Hadamard output.
-inline void executor_indexer_tail(const Dims& dm, const std::vector<std::uint16_t>& y,
-                                  std::vector<std::uint16_t>& h, std::uint8_t* out_row) {
-  float v[32][kLaneChannels];
-  for (int lane = 0; lane < 32; ++lane)
-    for (int q = 0; q < kLaneChannels; ++q)
-      v[lane][q] = bf16_value(y[static_cast<std::size_t>(lane * kLaneChannels + q)]);
-  hadamard_warp(v);
-  h.resize(static_cast<std::size_t>(dm.width));
-  for (int lane = 0; lane < 32; ++lane)
-    for (int q = 0; q < kLaneChannels; ++q)
-      h[static_cast<std::size_t>(lane * kLaneChannels + q)] = hadamard_bf16(v[lane][q]);
-  constexpr int kLanesPerBlock = kQ4Block / kLaneChannels;  // 8
-  for (int b = 0; b < dm.scales(); ++b) {
-    float amax = 0.0f;
-    for (int i = b * kQ4Block; i < (b + 1) * kQ4Block; ++i)
-      amax = max_f(amax, std::fabs(bf16_value(h[static_cast<std::size_t>(i)])));
-    const int k = q4_scale_exponent(amax);
-    for (int lane = b * kLanesPerBlock; lane < (b + 1) * kLanesPerBlock; ++lane) {
-      std::uint8_t c[kLaneChannels];
-      for (int q = 0; q < kLaneChannels; ++q)
-        c[q] = q4_code(bf16_value(h[static_cast<std::size_t>(lane * kLaneChannels + q)]), k);
-      const std::uint16_t bits = q4_lane_bits(c);
-      out_row[2 * lane] = static_cast<std::uint8_t>(bits & 0xFF);
-      out_row[2 * lane + 1] = static_cast<std::uint8_t>(bits >> 8);
-    }
-    out_row[dm.scale_offset() + b] = static_cast<std::uint8_t>(k + 127);
-  }
-}
-
-// One entry through pool, norm, rope and the kind's tail, cluster CTA by CTA, warp by warp, lane
-// by lane. `rows_of(s)` gives the state/token row of slot s (negative: absent). Writes the cache
-// row and the requested debug outputs.
-template <class RowOf>
-void executor_entry(const Dims& dm, const SlotSource& src, RowOf rows_of, const float* norm_w,
-                    float eps, const RopeRow& rope, std::uint8_t* out_row, const EntryDebug& dbg) {
-  const int S = dm.slots(), spw = dm.slots_per_warp(), Q = dm.ctas();
-  const float ninf = -std::numeric_limits<float>::infinity();
-  std::vector<std::uint16_t> p(static_cast<std::size_t>(dm.width));
-  std::vector<float> cta_ss(static_cast<std::size_t>(Q));
-  for (int rank = 0; rank < Q; ++rank) {
-    float lane_ss[32];
-    for (int lane = 0; lane < 32; ++lane) {
-      float ss = 0.0f;
-      for (int q = 0; q < kLaneChannels; ++q) {
-        const int i = rank * kCtaChannels + lane * kLaneChannels + q;  // entry channel
-        // pass 1: max over every slot (exact)
-        float mx = ninf;
-        for (int s = 0; s < S; ++s) {
-          const std::int64_t r = rows_of(s);
-          const float l = r < 0 ? ninf : src.l[r * src.row_stride + dm.channel(s, i)];
-          mx = max_f(mx, l);
-        }
-        // pass 2: per warp in slot order, then warps in order
-        float den = 0, num = 0;
-        for (int w = 0; w < kWarps; ++w) {
-          float dw = 0, nw = 0;
-          for (int s = w * spw; s < (w + 1) * spw; ++s) {
-            const std::int64_t r = rows_of(s);
-            const float l = r < 0 ? ninf : src.l[r * src.row_stride + dm.channel(s, i)];
-            const float a = r < 0 ? 0.0f : src.a[r * src.row_stride + dm.channel(s, i)];
-            pool_accumulate(l, mx, a, dw, nw);
-          }
-          den = w == 0 ? dw : add_rn(den, dw);
-          num = w == 0 ? nw : add_rn(num, nw);
-        }
-        p[static_cast<std::size_t>(i)] = pooled_bf16(num, den);
-        const float pv = bf16_value(p[static_cast<std::size_t>(i)]);
-        ss = fma_rn(pv, pv, ss);
-      }
-      lane_ss[lane] = ss;
-    }
-    butterfly_sum(lane_ss);
-    cta_ss[static_cast<std::size_t>(rank)] = lane_ss[0];
-  }
-  float total = cta_ss[0];
-  for (int rank = 1; rank < Q; ++rank)
-    total = add_rn(total, cta_ss[static_cast<std::size_t>(rank)]);
-  const float rho = inv_rms(total, dm.width, eps);
-  std::vector<std::uint16_t> y(static_cast<std::size_t>(dm.width));
-  for (int i = 0; i < dm.width; ++i)
-    y[static_cast<std::size_t>(i)] =
-        norm_bf16(bf16_value(p[static_cast<std::size_t>(i)]), rho, norm_w[i]);
-  const auto store = [&](std::uint16_t* out, const std::vector<std::uint16_t>& v) {
-    if (out != nullptr)
-      for (int i = 0; i < dm.width; ++i) out[i] = v[static_cast<std::size_t>(i)];
-  };
-  store(dbg.pooled, p);
-  store(dbg.normed, y);
-  for (int jp = 0; jp < kRope / 2; ++jp) {
-    const int i = dm.nope() + 2 * jp;
-    rope_pair(bf16_value(y[static_cast<std::size_t>(i)]),
-              bf16_value(y[static_cast<std::size_t>(i + 1)]), rope.cos[jp], rope.sin[jp],
-              y[static_cast<std::size_t>(i)], y[static_cast<std::size_t>(i + 1)]);
-  }
-  if (!dm.indexer()) {
-    executor_main_tail(dm, y, out_row);
-    return;
-  }
-  store(dbg.roped, y);
-  std::vector<std::uint16_t> h;
-  executor_indexer_tail(dm, y, h, out_row);
-  store(dbg.hadamard, h);
-}
-
 // Prefill of T tokens from position 0: a, g [T, c·w] fp32, ape [m, c·w] fp32; cache rows
 // [T/m][row_bytes]; rope tables cos/sin [T/m][32] for positions j·m.
 struct PrefillProblem {
@@ -453,30 +308,6 @@ struct PrefillProblem {
   const float* sin = nullptr;
 };
 
-// The logits of all T tokens as the kernel forms them: fp32(g + ape[t mod m]) (the value a
-// decode state would hold).
-inline std::vector<float> executor_logits(const PrefillProblem& p) {
-  const int cw = p.dm.cw();
-  std::vector<float> l(static_cast<std::size_t>(p.tokens * cw));
-  for (std::int64_t t = 0; t < p.tokens; ++t)
-    for (int c = 0; c < cw; ++c)
-      l[static_cast<std::size_t>(t * cw + c)] =
-          slot_logit(p.g[t * cw + c], p.ape[(t % p.dm.ratio) * cw + c]);
-  return l;
-}
-
-// Debug outputs (optional) are [T/m, w] each.
-inline void executor_prefill(const PrefillProblem& p, std::uint8_t* cache,
-                             const EntryDebug& dbg = {}) {
-  const Dims& dm = p.dm;
-  const std::vector<float> l = executor_logits(p);
-  const SlotSource src{p.a, l.data(), dm.cw()};
-  for (std::int64_t j = 0; j < p.tokens / dm.ratio; ++j)
-    executor_entry(
-        dm, src, [&](int s) { return prefill_row(dm, j, s); }, p.norm_w, p.eps,
-        RopeRow{p.cos + j * 32, p.sin + j * 32}, cache + j * dm.row_bytes(), dbg.at(j, dm.width));
-}
-
 // §11.2 decode state of one request: kv and score [state_rows, c·w] fp32; initial 0 / −∞.
 struct DecodeState {
   std::vector<float> kv, score;
@@ -485,50 +316,5 @@ struct DecodeState {
         score(static_cast<std::size_t>(dm.state_rows() * dm.cw()),
               -std::numeric_limits<float>::infinity()) {}
 };
-
-// The prefill hand-off state (§11.2) after T tokens: the partial block in the current rows (HCA
-// rows [0, T mod m), CSA rows [4, 4 + T mod 4)), for CSA with T >= 4 the last complete block in
-// rows 0–3, every other row at its initial value.
-inline DecodeState executor_prefill_state(const PrefillProblem& p) {
-  const Dims& dm = p.dm;
-  DecodeState st(dm);
-  const int cw = dm.cw(), m = dm.ratio, cur = dm.csa() ? 4 : 0;
-  const std::int64_t done = (p.tokens / m) * m;
-  const auto store = [&](int row, std::int64_t t) {
-    for (int c = 0; c < cw; ++c) {
-      st.kv[static_cast<std::size_t>(row * cw + c)] = p.a[t * cw + c];
-      st.score[static_cast<std::size_t>(row * cw + c)] =
-          slot_logit(p.g[t * cw + c], p.ape[(t % m) * cw + c]);
-    }
-  };
-  if (dm.csa() && done >= 4)
-    for (int r = 0; r < 4; ++r) store(r, done - 4 + r);
-  for (std::int64_t t = done; t < p.tokens; ++t) store(cur + static_cast<int>(t - done), t);
-  return st;
-}
-
-// One decode step of token t (a_t, g_t [c·w]): store the row; on block completion pool the
-// state into cache row t/m (returns true) and, for CSA, copy rows 4–7 into rows 0–3.
-inline bool executor_decode_step(const Dims& dm, DecodeState& st, std::int64_t t, const float* a_t,
-                                 const float* g_t, const float* ape, const float* norm_w, float eps,
-                                 const RopeRow& rope, std::uint8_t* out_row,
-                                 const EntryDebug& dbg = {}) {
-  const int cw = dm.cw(), m = dm.ratio;
-  const int r = static_cast<int>(t % m), row = (dm.csa() ? 4 : 0) + r;
-  for (int c = 0; c < cw; ++c) {
-    st.kv[static_cast<std::size_t>(row * cw + c)] = a_t[c];
-    st.score[static_cast<std::size_t>(row * cw + c)] = slot_logit(g_t[c], ape[r * cw + c]);
-  }
-  if ((t + 1) % m != 0) return false;
-  const SlotSource src{st.kv.data(), st.score.data(), cw};
-  executor_entry(
-      dm, src, [](int s) { return static_cast<std::int64_t>(s); }, norm_w, eps, rope, out_row, dbg);
-  if (dm.csa())
-    for (int c = 0; c < 4 * cw; ++c) {
-      st.kv[static_cast<std::size_t>(c)] = st.kv[static_cast<std::size_t>(4 * cw + c)];
-      st.score[static_cast<std::size_t>(c)] = st.score[static_cast<std::size_t>(4 * cw + c)];
-    }
-  return true;
-}
 
 }  // namespace v4ref::cuda::cmp

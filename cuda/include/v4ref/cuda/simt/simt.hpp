@@ -27,7 +27,7 @@
 #include <source_location>
 #define V4REF_SIMT_DEVICE inline
 #define V4REF_SIMT_HD inline
-#define V4REF_SIMT_KERNEL(max_threads) void
+#define V4REF_SIMT_KERNEL(max_threads) inline void
 #define V4REF_SIMT_UNROLL
 #endif
 

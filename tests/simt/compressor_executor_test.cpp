@@ -41,6 +41,8 @@
 
 #include "../common/compressor_inputs.hpp"
 #include "v4ref/cuda/compressor.hpp"
+#include "../../cuda/src/compressor_kernels.cuh"
+#include "v4ref/cuda/compressor_simt.hpp"
 #include "v4ref/cuda/compressor_tile.hpp"
 #include "v4ref/ref/compressor.hpp"
 #include "v4ref/ref/config_json.hpp"
@@ -98,7 +100,7 @@ Out run(const Inputs& in, std::uint8_t poison) {
     dbg.roped = o.roped.data();
     dbg.hadamard = o.hadamard.data();
   }
-  cmp::executor_prefill(in.problem(), o.cache.data(), dbg);
+  cuda::compressor_prefill_simt(in.problem(), o.cache.data(), dbg);
   return o;
 }
 
@@ -529,11 +531,11 @@ TEST(CompressorExecutor, DecodeEqualsPrefill) {
     const cmp::Dims& dm = full.dm;
     const int cw = dm.cw();
     const Out kf = run(full, 0xA5);
-    cmp::DecodeState st = cmp::executor_prefill_state(head.problem());
+    cmp::DecodeState st = cuda::compressor_prefill_state_simt(head.problem());
     std::vector<std::uint8_t> row(static_cast<std::size_t>(dm.row_bytes()), 0xA5);
     for (std::int64_t t = t0; t < t1; ++t) {
       const std::int64_t j = t / ratio;
-      const bool done = cmp::executor_decode_step(
+      const bool done = cuda::compressor_decode_step_simt(
           dm, st, t, full.a.data() + t * cw, full.g.data() + t * cw, full.ape.data(),
           full.norm_w.data(), full.eps,
           cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32}, row.data());
@@ -546,7 +548,7 @@ TEST(CompressorExecutor, DecodeEqualsPrefill) {
     // The live rows of the state (the partial block, and for CSA the last complete block) equal
     // the prefill hand-off; the other rows are stale in decode (never read before rewritten,
     // as in the official state machine) and initial after a prefill.
-    const cmp::DecodeState want = cmp::executor_prefill_state(full.problem());
+    const cmp::DecodeState want = cuda::compressor_prefill_state_simt(full.problem());
     const int cur = dm.csa() ? 4 : 0, partial = static_cast<int>(t1 % ratio);
     std::vector<int> live;
     for (int r = 0; r < partial; ++r) live.push_back(cur + r);
@@ -656,39 +658,38 @@ TEST(CompressorExecutorIndexer, RowLayoutAndDims) {
             128.0 * 2 * 2048 + 32.0 * (8 * 2048 + 256 + 68 + 4 * 2048) + 4.0 * 256 * 4 + 512);
 }
 
-// hadamard_warp (the kernel's lane / shuffle order through hadamard_butterfly) is Sylvester's
-// H_128: on the basis vectors e_k output i is exactly (−1)^popcount(i & k) (sums of ±1, no
-// rounding); on random bf16 vectors it is ref::hadamard_inplace up to γ_7·Σ|y|.
-TEST(CompressorExecutorIndexer, HadamardWarpIsSylvesterOrder) {
+// The kernel's own indexer tail (compressor_kernels.cuh: in-lane stages, then xor shuffles over
+// lane offsets 1..16), launched alone on one warp in the SIMT executor, is Sylvester's H_128: on
+// the basis vectors e_k output i is exactly bf16((−1)^popcount(i & k) · fp32(128^-1/2)) (sums of
+// ±1, no rounding before the scale). Random vectors are gated on real entries above.
+TEST(CompressorExecutorIndexer, KernelHadamardIsSylvesterOrder) {
+  namespace ck = cuda::compressor_kernels;
+  const std::uint16_t plus = fmt::bf16_encode(static_cast<double>(cmp::kHadamardScale)),
+                      minus = fmt::bf16_encode(-static_cast<double>(cmp::kHadamardScale));
   for (int k = 0; k < 128; ++k) {
-    float v[32][4] = {};
-    v[k / 4][k % 4] = 1.0f;
-    cmp::hadamard_warp(v);
+    std::vector<std::uint16_t> y(128, 0);
+    y[static_cast<std::size_t>(k)] = fmt::bf16_encode(1.0);
+    cuda::simt::Buffer<std::uint16_t> in("y", y), had("hadamard", 128, 0x7FC1);
+    cuda::simt::Buffer<std::uint8_t> row("row", 68, 0xA5);
+    ck::EntryOut out{};
+    out.row = row.ptr();
+    out.dbg_hadamard = had.ptr();
+    const cuda::simt::gptr<const std::uint16_t> src = in.cptr();
+    cuda::simt::LaunchConfig c;
+    c.kernel = "indexer_tail";
+    c.block = {32, 1, 1};
+    cuda::simt::launch(c, [&] {
+      const int lane = static_cast<int>(cuda::simt::thread_idx().x);
+      std::uint16_t v[4];
+      for (int q = 0; q < 4; ++q) v[q] = cuda::simt::ld(src + 4 * lane + q);
+      ck::indexer_tail<cmp::CompressorFault::kNone>(v, out, lane);
+    });
+    const std::vector<std::uint16_t> h = had.read();
     for (int i = 0; i < 128; ++i)
-      ASSERT_EQ(v[i / 4][i % 4],
-                std::popcount(static_cast<unsigned>(i & k)) % 2 != 0 ? -1.0f : 1.0f)
+      ASSERT_EQ(h[static_cast<std::size_t>(i)],
+                std::popcount(static_cast<unsigned>(i & k)) % 2 != 0 ? minus : plus)
           << "H[" << i << "][" << k << "]";
   }
-  Rng rng(derive_seed("indexer/hadamard", "y", "", seed_from_env()));
-  double worst = 0;
-  for (int rep = 0; rep < 200; ++rep) {
-    float v[32][4];
-    std::vector<double> y(128);
-    for (int i = 0; i < 128; ++i) {
-      y[static_cast<std::size_t>(i)] = fmt::round_bf16(std::ldexp(rng.normal(), rep % 40 - 20));
-      v[i / 4][i % 4] = static_cast<float>(y[static_cast<std::size_t>(i)]);
-    }
-    double l1 = 0;
-    for (const double x : y) l1 += std::abs(x);
-    ref::hadamard_inplace(y);
-    cmp::hadamard_warp(v);
-    for (int i = 0; i < 128; ++i)  // y is scaled by 128^-1/2: compare H y
-      worst = std::max(worst, std::abs(static_cast<double>(v[i / 4][i % 4]) -
-                                       y[static_cast<std::size_t>(i)] * std::sqrt(128.0)) /
-                                  (7.01 * kU32 * l1));
-  }
-  std::printf("hadamard_warp vs ref::hadamard_inplace: worst %.3f of γ_7·Σ|y|\n", worst);
-  EXPECT_LE(worst, 1.0);
 }
 
 // Every finite bf16 value through the executor's Q4 element functions against ref::q4_quantize:
@@ -797,14 +798,14 @@ TEST(CompressorExecutorIndexer, DecodeEqualsPrefill) {
     const cmp::Dims& dm = full.dm;
     const int cw = dm.cw(), W = dm.width;
     const Out kf = run(full, 0xA5);
-    cmp::DecodeState st = cmp::executor_prefill_state(head.problem());
+    cmp::DecodeState st = cuda::compressor_prefill_state_simt(head.problem());
     std::vector<std::uint8_t> row(static_cast<std::size_t>(dm.row_bytes()));
     std::vector<std::uint16_t> pooled(128), normed(128), roped(128), had(128);
     int completed = 0;
     for (std::int64_t t = t0; t < t1; ++t) {
       const std::int64_t j = t / 4;
       std::fill(row.begin(), row.end(), 0xA5);
-      const bool done = cmp::executor_decode_step(
+      const bool done = cuda::compressor_decode_step_simt(
           dm, st, t, full.a.data() + t * cw, full.g.data() + t * cw, full.ape.data(),
           full.norm_w.data(), full.eps,
           cmp::RopeRow{full.cos.data() + j * 32, full.sin.data() + j * 32}, row.data(),
@@ -822,7 +823,7 @@ TEST(CompressorExecutorIndexer, DecodeEqualsPrefill) {
       EXPECT_TRUE(std::equal(had.begin(), had.end(), kf.hadamard.begin() + j * W)) << where;
     }
     EXPECT_EQ(completed, t1 / 4 - t0 / 4);
-    const cmp::DecodeState want = cmp::executor_prefill_state(full.problem());
+    const cmp::DecodeState want = cuda::compressor_prefill_state_simt(full.problem());
     std::vector<int> live;
     for (int r = 0; r < t1 % 4; ++r) live.push_back(4 + r);
     if (t1 >= 4)
@@ -903,7 +904,7 @@ TEST(CompressorExecutorIndexerCheckpoint, TinyFlashCsaLayers) {
     ref::CompressorState rs_pre = rs;
     Inputs head = in;
     head.tokens = t0;
-    cmp::DecodeState st = cmp::executor_prefill_state(head.problem());
+    cmp::DecodeState st = cuda::compressor_prefill_state_simt(head.problem());
     std::vector<std::uint8_t> row(68);
     double worst_dec = 0;
     std::size_t diffs_dec = 0;
@@ -915,7 +916,7 @@ TEST(CompressorExecutorIndexerCheckpoint, TinyFlashCsaLayers) {
       const std::optional<Vec> r_pre =
           ref::compress_decode_step(xt, t, rs_pre, cw, in.rope, cfg.norm_eps, pre_q4);
       const std::int64_t j = t / 4;
-      const bool done = cmp::executor_decode_step(
+      const bool done = cuda::compressor_decode_step_simt(
           in.dm, st, t, in.a.data() + t * 256, in.g.data() + t * 256, in.ape.data(),
           in.norm_w.data(), in.eps, cmp::RopeRow{in.cos.data() + j * 32, in.sin.data() + j * 32},
           row.data());
