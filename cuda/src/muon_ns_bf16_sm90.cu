@@ -8,7 +8,8 @@
 //   Y  = B·X       -> Yc(m x n) = Xc·Bᵀ         gemm(N, T, m, n, n)
 // (A, A², B are read elementwise by position only, so their storage order does not matter to
 // the epilogues; no symmetry is assumed anywhere.)
-// Precision points: kMuonNsPrecisionPoints; element math: muon_ns_tile.hpp.
+// Precision points: kMuonNsPrecisionPoints; element math: muon_ns_tile.hpp; the element kernels
+// are in muon_kernels.cuh (SIMT dialect: the executor runs the same source on the CPU).
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -18,6 +19,7 @@
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/muon.hpp"
 #include "v4ref/cuda/muon_ns_tile.hpp"
+#include "muon_kernels.cuh"
 
 namespace v4ref::cuda {
 namespace {
@@ -29,134 +31,15 @@ void check_cublas(cublasStatus_t s, const char* expr, const char* file, int line
 }
 #define V4REF_CUBLAS_CHECK(expr) check_cublas((expr), #expr, __FILE__, __LINE__)
 
-constexpr int kElemThreads = 256;
-constexpr int kTile = 32;      // transpose tile
-constexpr int kTileRows = 8;   // threads per tile column
+using muon_kernels::kElemThreads;
+using muon_kernels::kTile;
+using muon_kernels::kTileRows;
+using simt::gptr;
+namespace mk = muon_kernels;
 
 int elem_blocks(std::int64_t count) {
   const std::int64_t b = (count + kElemThreads - 1) / kElemThreads;
   return static_cast<int>(b < 65536 ? b : 65536);  // grid-stride loops cover the rest
-}
-
-// ---------------------------------------------------------------- normalisation
-
-// Partial p of matrix blockIdx.y: elements p, p + kNormParts, ... (precision point 0).
-__global__ void sumsq_partial_kernel(const float* __restrict__ u, std::int64_t count,
-                                     float* __restrict__ partial) {
-  const int p = static_cast<int>(blockIdx.x) * ns::kNormThreads + static_cast<int>(threadIdx.x);
-  const float* ub = u + static_cast<std::int64_t>(blockIdx.y) * count;
-  float acc = 0.0f;
-  for (std::int64_t i = p; i < count; i += ns::kNormParts) acc = ns::sumsq_accumulate(acc, ub[i]);
-  partial[static_cast<std::int64_t>(blockIdx.y) * ns::kNormParts + p] = acc;
-}
-
-// The pairwise tree of ns::tree_combine, one level per barrier (same additions, same order).
-__global__ void sumsq_combine_kernel(const float* __restrict__ partial, float eps,
-                                     float* __restrict__ sumsq, float* __restrict__ denom) {
-  __shared__ float p[ns::kNormParts];
-  const float* pb = partial + static_cast<std::int64_t>(blockIdx.x) * ns::kNormParts;
-  for (int t = static_cast<int>(threadIdx.x); t < ns::kNormParts; t += blockDim.x) p[t] = pb[t];
-  __syncthreads();
-  for (int s = ns::kNormParts / 2; s > 0; s /= 2) {
-    for (int t = static_cast<int>(threadIdx.x); t < s; t += blockDim.x) p[t] = p[t] + p[t + s];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    sumsq[blockIdx.x] = p[0];
-    denom[blockIdx.x] = ns::norm_denominator(p[0], eps);
-  }
-}
-
-// Wide or square input: X = bf16(U / denom) elementwise (precision point 1).
-__global__ void normalize_kernel(const float* __restrict__ u, std::int64_t per_matrix,
-                                 std::int64_t total, const float* __restrict__ denom,
-                                 std::uint16_t* __restrict__ x) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    x[i] = ns::normalize_store(u[i], denom[i / per_matrix]);
-}
-
-// Tall input U [rows, cols]: X [cols, rows] = bf16(Uᵀ / denom), through a shared tile.
-__global__ void normalize_transpose_kernel(const float* __restrict__ u, std::int64_t rows,
-                                           std::int64_t cols, const float* __restrict__ denom,
-                                           std::uint16_t* __restrict__ x) {
-  __shared__ float tile[kTile][kTile + 1];
-  const std::int64_t b = blockIdx.z, r0 = static_cast<std::int64_t>(blockIdx.y) * kTile,
-                     c0 = static_cast<std::int64_t>(blockIdx.x) * kTile;
-  const float* ub = u + b * rows * cols;
-  std::uint16_t* xb = x + b * rows * cols;
-  for (int k = 0; k < kTile; k += kTileRows) {
-    const std::int64_t r = r0 + threadIdx.y + k, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) tile[threadIdx.y + k][threadIdx.x] = ub[r * cols + c];
-  }
-  __syncthreads();
-  const float d = denom[b];
-  for (int k = 0; k < kTile; k += kTileRows) {
-    const std::int64_t c = c0 + threadIdx.y + k, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) xb[c * rows + r] = ns::normalize_store(tile[threadIdx.x][threadIdx.y + k], d);
-  }
-}
-
-// X [cols, rows] -> out [rows, cols] (tall inputs only).
-__global__ void transpose_out_kernel(const std::uint16_t* __restrict__ x, std::int64_t rows,
-                                     std::int64_t cols, std::uint16_t* __restrict__ out) {
-  __shared__ std::uint16_t tile[kTile][kTile + 1];
-  const std::int64_t b = blockIdx.z, c0 = static_cast<std::int64_t>(blockIdx.y) * kTile,
-                     r0 = static_cast<std::int64_t>(blockIdx.x) * kTile;
-  const std::uint16_t* xb = x + b * rows * cols;
-  std::uint16_t* ob = out + b * rows * cols;
-  for (int k = 0; k < kTile; k += kTileRows) {
-    const std::int64_t c = c0 + threadIdx.y + k, r = r0 + threadIdx.x;
-    if (r < rows && c < cols) tile[threadIdx.y + k][threadIdx.x] = xb[c * rows + r];
-  }
-  __syncthreads();
-  for (int k = 0; k < kTile; k += kTileRows) {
-    const std::int64_t r = r0 + threadIdx.y + k, c = c0 + threadIdx.x;
-    if (r < rows && c < cols) ob[r * cols + c] = tile[threadIdx.x][threadIdx.y + k];
-  }
-}
-
-// ---------------------------------------------------------------- iteration epilogues
-
-__global__ void gram_epilogue_kernel(const float* __restrict__ af, std::int64_t total,
-                                     std::uint16_t* __restrict__ a) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    a[i] = ns::gram_store(af[i]);
-}
-
-__global__ void poly_epilogue_kernel(const std::uint16_t* __restrict__ a,
-                                     const float* __restrict__ a2f, std::int64_t total, float kb,
-                                     float kc, std::uint16_t* __restrict__ b) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    b[i] = ns::poly_store(ns::bf16_load(a[i]), a2f[i], kb, kc);
-}
-
-__global__ void update_epilogue_kernel(std::uint16_t* __restrict__ x, const float* __restrict__ yf,
-                                       std::int64_t total, float ka) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    x[i] = ns::update_store(ns::bf16_load(x[i]), yf[i], ka);
-}
-
-// ---------------------------------------------------------------- Muon step element kernels
-
-__global__ void momentum_kernel(float* __restrict__ m, const float* __restrict__ g,
-                                float* __restrict__ u, std::int64_t total, ns::StepScalars s) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float mn = ns::momentum_update(m[i], g[i], s.mu);
-    m[i] = mn;
-    u[i] = ns::ns_input(g[i], mn, s);
-  }
-}
-
-__global__ void apply_kernel(float* __restrict__ w, const std::uint16_t* __restrict__ o,
-                             std::int64_t total, ns::StepScalars s) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
-    w[i] = ns::apply_update(w[i], ns::bf16_load(o[i]), s);
 }
 
 // ---------------------------------------------------------------- host helpers
@@ -222,11 +105,13 @@ struct MuonNs::Impl {
              cudaStream_t s) {
     partial.ensure(static_cast<std::size_t>(batch) * ns::kNormParts * sizeof(float));
     sums.ensure(static_cast<std::size_t>(2 * batch) * sizeof(float));
-    sumsq_partial_kernel<<<dim3(ns::kNormBlocks, static_cast<unsigned>(batch)), ns::kNormThreads, 0,
-                           s>>>(u_dev, count, partial.as<float>());
+    mk::sumsq_partial_kernel<<<dim3(ns::kNormBlocks, static_cast<unsigned>(batch)),
+                               ns::kNormThreads, 0, s>>>(gptr<const float>(u_dev), count,
+                                                         gptr<float>(partial.as<float>()));
     V4REF_CUDA_CHECK_LAUNCH();
-    sumsq_combine_kernel<<<static_cast<unsigned>(batch), 1024, 0, s>>>(
-        partial.as<float>(), eps, sums.as<float>(), sums.as<float>() + batch);
+    mk::sumsq_combine_kernel<<<static_cast<unsigned>(batch), 1024, mk::kCombineSmem, s>>>(
+        gptr<const float>(partial.as<float>()), eps, gptr<float>(sums.as<float>()),
+        gptr<float>(sums.as<float>() + batch));
     V4REF_CUDA_CHECK_LAUNCH();
   }
 
@@ -240,11 +125,13 @@ struct MuonNs::Impl {
       const dim3 grid(static_cast<unsigned>((p.cols + kTile - 1) / kTile),
                       static_cast<unsigned>((p.rows + kTile - 1) / kTile),
                       static_cast<unsigned>(p.batch));
-      normalize_transpose_kernel<<<grid, dim3(kTile, kTileRows), 0, s>>>(p.u, p.rows, p.cols, denom,
-                                                                         x.as<std::uint16_t>());
+      mk::normalize_transpose_kernel<<<grid, dim3(kTile, kTileRows), mk::kTileSmemFloat, s>>>(
+          gptr<const float>(p.u), p.rows, p.cols, gptr<const float>(denom),
+          gptr<std::uint16_t>(x.as<std::uint16_t>()));
     } else {
-      normalize_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(p.u, count, total, denom,
-                                                                   x.as<std::uint16_t>());
+      mk::normalize_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(
+          gptr<const float>(p.u), count, total, gptr<const float>(denom),
+          gptr<std::uint16_t>(x.as<std::uint16_t>()));
     }
     V4REF_CUDA_CHECK_LAUNCH();
   }
@@ -255,7 +142,8 @@ struct MuonNs::Impl {
       const dim3 grid(static_cast<unsigned>((p.rows + kTile - 1) / kTile),
                       static_cast<unsigned>((p.cols + kTile - 1) / kTile),
                       static_cast<unsigned>(p.batch));
-      transpose_out_kernel<<<grid, dim3(kTile, kTileRows), 0, s>>>(xs, p.rows, p.cols, p.out);
+      mk::transpose_out_kernel<<<grid, dim3(kTile, kTileRows), mk::kTileSmemBf16, s>>>(
+          gptr<const std::uint16_t>(xs), p.rows, p.cols, gptr<std::uint16_t>(p.out));
       V4REF_CUDA_CHECK_LAUNCH();
     } else {
       V4REF_CUDA_CHECK(cudaMemcpyAsync(p.out, xs, static_cast<std::size_t>(total) * sizeof(std::uint16_t),
@@ -296,18 +184,21 @@ void MuonNs::newton_schulz(const MuonNsBatch& p, const std::vector<ns::StageF>& 
       V4REF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
           I.handle, CUBLAS_OP_T, CUBLAS_OP_N, n, n, m, &one, x, CUDA_R_16BF, m, snm, x, CUDA_R_16BF,
           m, snm, &zero, af, CUDA_R_32F, n, snn, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      gram_epilogue_kernel<<<elem_blocks(total_nn), kElemThreads, 0, s>>>(af, total_nn, a);
+      mk::gram_epilogue_kernel<<<elem_blocks(total_nn), kElemThreads, 0, s>>>(
+          gptr<const float>(af), total_nn, gptr<std::uint16_t>(a));
       V4REF_CUDA_CHECK_LAUNCH();
       V4REF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
           I.handle, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, snn, a, CUDA_R_16BF,
           n, snn, &zero, af, CUDA_R_32F, n, snn, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      poly_epilogue_kernel<<<elem_blocks(total_nn), kElemThreads, 0, s>>>(a, af, total_nn, st.b,
-                                                                          st.c, b);
+      mk::poly_epilogue_kernel<<<elem_blocks(total_nn), kElemThreads, 0, s>>>(
+          gptr<const std::uint16_t>(a), gptr<const float>(af), total_nn, st.b, st.c,
+          gptr<std::uint16_t>(b));
       V4REF_CUDA_CHECK_LAUNCH();
       V4REF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
           I.handle, CUBLAS_OP_N, CUBLAS_OP_T, m, n, n, &one, x, CUDA_R_16BF, m, snm, b, CUDA_R_16BF,
           n, snn, &zero, yf, CUDA_R_32F, m, snm, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-      update_epilogue_kernel<<<elem_blocks(total_nm), kElemThreads, 0, s>>>(x, yf, total_nm, st.a);
+      mk::update_epilogue_kernel<<<elem_blocks(total_nm), kElemThreads, 0, s>>>(
+          gptr<std::uint16_t>(x), gptr<const float>(yf), total_nm, st.a);
       V4REF_CUDA_CHECK_LAUNCH();
     }
   I.write_out(p, x, s);
@@ -373,11 +264,12 @@ void MuonNs::step(const MuonStepBatch& p, const std::vector<ns::StageF>& stages,
     I.o.ensure(static_cast<std::size_t>(total) * sizeof(std::uint16_t));
     o = I.o.as<std::uint16_t>();
   }
-  momentum_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(p.m, p.g, I.u.as<float>(), total,
-                                                              p.scalars);
+  mk::momentum_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(
+      gptr<float>(p.m), gptr<const float>(p.g), gptr<float>(I.u.as<float>()), total, p.scalars);
   V4REF_CUDA_CHECK_LAUNCH();
   newton_schulz({p.batch, p.rows, p.cols, I.u.as<float>(), o, p.eps}, stages, stream);
-  apply_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(p.w, o, total, p.scalars);
+  mk::apply_kernel<<<elem_blocks(total), kElemThreads, 0, s>>>(
+      gptr<float>(p.w), gptr<const std::uint16_t>(o), total, p.scalars);
   V4REF_CUDA_CHECK_LAUNCH();
 }
 

@@ -19,6 +19,7 @@
 #include "../common/muon_test_support.hpp"
 #include "v4ref/cuda/muon.hpp"
 #include "v4ref/cuda/muon_ns_tile.hpp"
+#include "v4ref/cuda/muon_simt.hpp"
 #include "v4ref/ref/muon.hpp"
 
 namespace v4ref {
@@ -61,7 +62,7 @@ TEST_P(MuonSeedSweep, GatesHoldForEverySeed) {
     const ref::MuonMatrix um = test::as_matrix(u, c.rows, c.cols);
     const test::NsReferences r = test::ns_references(um);
     const ref::MuonMatrix k = test::decode_bf16(
-        cuda::ns::executor_newton_schulz(u.data(), c.rows, c.cols, cuda::v4_ns_stages(), 1e-7f),
+        cuda::muon_newton_schulz_simt(u.data(), c.rows, c.cols, cuda::v4_ns_stages(), 1e-7f),
         c.rows, c.cols);
     const test::NsErrorModel md = test::ns_error_model(um, ref::v4_ns_schedule());
     const test::NsGateReport gr = test::ns_gates(md, k, r.rq, r.b, r.rx);

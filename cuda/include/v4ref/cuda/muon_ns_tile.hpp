@@ -1,14 +1,14 @@
-// Per-element math of the CUDA Muon path (cuda/src/muon_ns_bf16_sm90.cu) that decides its
-// precision, written once for host and device, plus a CPU executor that runs the device path's
-// steps in the same order with the same roundings (docs/muon.md §3).
+// Per-element math of the CUDA Muon path (cuda/src/muon_kernels.cuh, muon_ns_bf16_sm90.cu) that
+// decides its precision, written once for host and device (docs/muon.md §3). The element kernels
+// run from their own source in the SIMT executor (muon_simt.hpp).
 //
 // The device path: tensor-core GEMMs (bf16 operands, fp32 accumulation, fp32 output) and the
-// element functions below as their epilogues. The executor replaces each GEMM by a plain fp32
-// loop in ascending k; the products of two bf16 values are exact in fp32, so the executor and
-// the device differ only in the order of the fp32 additions inside a GEMM.
+// element functions below as their epilogues. On the CPU each GEMM is a plain fp32 loop in
+// ascending k; the products of two bf16 values are exact in fp32, so the CPU path and the device
+// differ only in the order of the fp32 additions inside a GEMM.
 //
-// This header must stay self-contained (core headers only): the cpu test includes it by path,
-// without cuda/include on its include path and without a CUDA toolkit.
+// This header must stay self-contained (core headers only): host code includes it without a CUDA
+// toolkit.
 // Not shared with reference/: the reference implements the formula on its own (style.md).
 #pragma once
 
@@ -30,6 +30,17 @@ inline constexpr int kNormBlocks = 32;
 inline constexpr int kNormParts = kNormBlocks * kNormThreads;  // 8192
 
 // One stage of the schedule as the device uses it: coefficients rounded to fp32.
+// Control-flow defects the SIMT tests inject into the kernels of muon_kernels.cuh (template
+// parameter; the device build instantiates kNone only). docs/simt.md §5.
+enum class MuonFault : int {
+  kNone = 0,
+  kTreeLevelNoBarrier,   // the combine tree's levels without a barrier between them
+  kTileUnpadded,         // the normalise-transpose tile without its padding column
+  kTransposeTailGuard,   // the transposed store's row guard one past the end
+  kTransposeNoBarrier,   // transpose_out reads its tile without the barrier after the loads
+  kEpilogueStrideBound,  // the update epilogue's grid-stride loop runs one element too far
+};
+
 struct StageF {
   float a = 0, b = 0, c = 0;
   int iterations = 0;
@@ -105,90 +116,5 @@ inline StepScalars step_scalars(double lr, double momentum, double weight_decay,
   s.nesterov = nesterov;
   return s;
 }
-
-// ---------------------------------------------------------------- CPU executor
-// Host only: the steps of the device path for one matrix, in its order.
-
-#if !defined(__CUDACC__)
-
-// Sum of squares of u[0..count) the way the device kernel forms it.
-inline float executor_sumsq(const float* u, std::int64_t count) {
-  std::vector<float> partial(kNormParts, 0.0f);
-  for (int p = 0; p < kNormParts; ++p) {
-    float acc = 0.0f;
-    for (std::int64_t i = p; i < count; i += kNormParts) acc = sumsq_accumulate(acc, u[i]);
-    partial[static_cast<std::size_t>(p)] = acc;
-  }
-  return tree_combine(partial.data(), kNormParts);
-}
-
-// Newton–Schulz of one row-major [rows, cols] fp32 matrix; returns bf16 codes [rows, cols].
-inline std::vector<std::uint16_t> executor_newton_schulz(const float* u, std::int64_t rows,
-                                                         std::int64_t cols,
-                                                         const std::vector<StageF>& stages,
-                                                         float eps) {
-  const bool tall = rows > cols;
-  const std::int64_t n = tall ? cols : rows, m = tall ? rows : cols;
-  const auto nn = static_cast<std::size_t>(n * n), nm = static_cast<std::size_t>(n * m);
-  const float denom = norm_denominator(executor_sumsq(u, rows * cols), eps);
-  std::vector<float> x(nm);  // bf16 values held as float, [n, m]
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j) {
-      const std::size_t dst = static_cast<std::size_t>(tall ? j * m + i : i * m + j);
-      x[dst] = bf16_load(normalize_store(u[i * cols + j], denom));
-    }
-  std::vector<float> a(nn), a2(nn), b(nn), y(nm);
-  for (const StageF& st : stages)
-    for (int it = 0; it < st.iterations; ++it) {
-      for (std::int64_t i = 0; i < n; ++i)  // A = X·Xᵀ
-        for (std::int64_t j = 0; j < n; ++j) {
-          float acc = 0.0f;
-          for (std::int64_t k = 0; k < m; ++k) acc += x[static_cast<std::size_t>(i * m + k)] *
-                                                      x[static_cast<std::size_t>(j * m + k)];
-          a[static_cast<std::size_t>(i * n + j)] = bf16_load(gram_store(acc));
-        }
-      for (std::int64_t i = 0; i < n; ++i)  // A², then B
-        for (std::int64_t j = 0; j < n; ++j) {
-          float acc = 0.0f;
-          for (std::int64_t k = 0; k < n; ++k) acc += a[static_cast<std::size_t>(i * n + k)] *
-                                                      a[static_cast<std::size_t>(k * n + j)];
-          a2[static_cast<std::size_t>(i * n + j)] = acc;
-        }
-      for (std::size_t e = 0; e < nn; ++e) b[e] = bf16_load(poly_store(a[e], a2[e], st.b, st.c));
-      std::fill(y.begin(), y.end(), 0.0f);
-      for (std::int64_t i = 0; i < n; ++i)  // B·X, row i as axpys in ascending k
-        for (std::int64_t k = 0; k < n; ++k) {
-          const float bik = b[static_cast<std::size_t>(i * n + k)];
-          const float* xk = &x[static_cast<std::size_t>(k * m)];
-          float* yi = &y[static_cast<std::size_t>(i * m)];
-          for (std::int64_t j = 0; j < m; ++j) yi[j] += bik * xk[j];
-        }
-      for (std::size_t e = 0; e < nm; ++e) x[e] = bf16_load(update_store(x[e], y[e], st.a));
-    }
-  std::vector<std::uint16_t> out(static_cast<std::size_t>(rows * cols));
-  for (std::int64_t i = 0; i < rows; ++i)
-    for (std::int64_t j = 0; j < cols; ++j)
-      out[static_cast<std::size_t>(i * cols + j)] =
-          fmt::bf16_encode(static_cast<double>(x[static_cast<std::size_t>(tall ? j * m + i : i * m + j)]));
-  return out;
-}
-
-// One Muon step on fp32 masters w and momentum m (in place), gradient g; returns O (bf16).
-inline std::vector<std::uint16_t> executor_muon_step(float* w, float* m, const float* g,
-                                                     std::int64_t rows, std::int64_t cols,
-                                                     const StepScalars& s,
-                                                     const std::vector<StageF>& stages, float eps) {
-  const auto count = static_cast<std::size_t>(rows * cols);
-  std::vector<float> u(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    m[i] = momentum_update(m[i], g[i], s.mu);
-    u[i] = ns_input(g[i], m[i], s);
-  }
-  std::vector<std::uint16_t> o = executor_newton_schulz(u.data(), rows, cols, stages, eps);
-  for (std::size_t i = 0; i < count; ++i) w[i] = apply_update(w[i], bf16_load(o[i]), s);
-  return o;
-}
-
-#endif  // !__CUDACC__
 
 }  // namespace v4ref::cuda::ns

@@ -22,6 +22,7 @@
 #include "../common/muon_test_support.hpp"
 #include "v4ref/cuda/muon.hpp"
 #include "v4ref/cuda/muon_ns_tile.hpp"
+#include "v4ref/cuda/muon_simt.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/muon.hpp"
@@ -62,7 +63,7 @@ TEST(MuonExecutor, PrecisionPointsAndCoefficientsMatchTheReference) {
 TEST(MuonExecutor, OneByOneHandValue) {
   const std::vector<float> u = {1.0f};
   const std::vector<std::uint16_t> o =
-      ns::executor_newton_schulz(u.data(), 1, 1, {{3.4445f, -4.7750f, 2.0315f, 1}}, 1e-7f);
+      cuda::muon_newton_schulz_simt(u.data(), 1, 1, {{3.4445f, -4.7750f, 2.0315f, 1}}, 1e-7f);
   EXPECT_EQ(fmt::bf16_to_double(o[0]), 0.6953125);
   const MuonMatrix rq = ref::newton_schulz(as_matrix(u, 1, 1), ref::keller_jordan_ns_schedule(1),
                                            ref::kNsEps, rounding_of_kernel());
@@ -77,7 +78,7 @@ TEST(MuonExecutor, SumOfSquaresWithinFp32Bound) {
       300 * 257, derive_seed("muon_sumsq", "u", "300x257", test::global_seed()), 1.0);
   double exact = 0;
   for (float x : u) exact += static_cast<double>(x) * static_cast<double>(x);
-  const double got = ns::executor_sumsq(u.data(), static_cast<std::int64_t>(u.size()));
+  const double got = cuda::muon_sumsq_simt(u.data(), 1, static_cast<std::int64_t>(u.size()), 1e-7f)[0];
   const double k = std::ceil(static_cast<double>(u.size()) / ns::kNormParts) + 13;
   EXPECT_LE(std::abs(got - exact), k * 0x1.0p-24 * exact);
   EXPECT_NE(got, exact);
@@ -94,7 +95,7 @@ TEST_P(MuonExecutorDiff, BaselineAndLooseGates) {
   const MuonMatrix um = as_matrix(u, c.rows, c.cols);
   const test::NsReferences r = test::ns_references(um);
   const MuonMatrix k = test::decode_bf16(
-      ns::executor_newton_schulz(u.data(), c.rows, c.cols, cuda::v4_ns_stages(), 1e-7f), c.rows,
+      cuda::muon_newton_schulz_simt(u.data(), c.rows, c.cols, cuda::v4_ns_stages(), 1e-7f), c.rows,
       c.cols);
   const test::NsErrorModel md = test::ns_error_model(um, ref::v4_ns_schedule());
   const test::NsGateReport g = test::ns_gates(md, k, r.rq, r.b, r.rx);
@@ -146,7 +147,7 @@ TEST(MuonExecutorInputs, SquareInputWithUnresolvedDirection) {
   const MuonMatrix um = as_matrix(u, kN, kN);
   const test::NsReferences r = test::ns_references(um);
   const MuonMatrix k = test::decode_bf16(
-      ns::executor_newton_schulz(u.data(), kN, kN, cuda::v4_ns_stages(), 1e-7f), kN, kN);
+      cuda::muon_newton_schulz_simt(u.data(), kN, kN, cuda::v4_ns_stages(), 1e-7f), kN, kN);
   const test::NsErrorModel md = test::ns_error_model(um, ref::v4_ns_schedule());
   const test::NsGateReport g = test::ns_gates(md, k, r.rq, r.b, r.rx);
   std::printf("square_unresolved_128x128 %s\n", g.line().c_str());
@@ -199,7 +200,7 @@ TEST(MuonExecutorEndToEnd, TinyFlashThreeSteps) {
       const MuonMatrix ur = test::step_ns_input(mr, g.data(), h);  // before muon_step updates mr
       const MuonMatrix orf = ref::muon_step(wr, mr, as_matrix(g, s.rows, s.cols), h);
       const MuonMatrix ok =
-          test::decode_bf16(ns::executor_muon_step(wk.data(), mk.data(), g.data(), s.rows, s.cols,
+          test::decode_bf16(cuda::muon_step_simt(wk.data(), mk.data(), g.data(), s.rows, s.cols,
                                                    sc, cuda::v4_ns_stages(), 1e-7f),
                             s.rows, s.cols);
       const test::NsErrorModel md = test::ns_error_model(ur, h.schedule, h.ns_eps);
