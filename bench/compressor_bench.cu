@@ -39,6 +39,7 @@
 namespace {
 
 using namespace v4ref;  // NOLINT: bench file
+namespace cuda = v4ref::cuda;  // not ::cuda (libcu++, through the SIMT dialect's CUDA headers)
 using bench::DeviceBuffer;
 namespace cmp = cuda::cmp;
 

@@ -36,6 +36,7 @@
 namespace {
 
 using namespace v4ref;  // NOLINT: bench file
+namespace cuda = v4ref::cuda;  // not ::cuda (libcu++, through the SIMT dialect's CUDA headers)
 
 constexpr double kPeakBf16 = 989e12;  // H100 SXM dense BF16 (kernel-targets.md §1)
 constexpr double kHbm = bench::kHbmBytesPerSecond;

@@ -492,8 +492,64 @@ def accuracy_table(acc):
     return [(k, v[0], v[1], v[2], v[3]) for k, v in by.items()]
 
 
+def load_simt(simt_dir):
+    """The SIMT executor's launch reports (docs/simt.md §4): one JSON per launch."""
+    if not simt_dir:
+        return [], "no --simt-dir given"
+    if not os.path.isdir(simt_dir):
+        return [], "%s does not exist (run the cpu tests first)" % simt_dir
+    rows = []
+    for name in sorted(os.listdir(simt_dir)):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(simt_dir, name)
+        try:
+            with open(path) as f:
+                r = json.load(f)
+            r["file"] = name
+            for key in ("kernel", "traffic_ratio", "t_lower_us", "mix", "sites", "findings"):
+                if key not in r:
+                    raise ValueError("missing key '%s'" % key)
+        except (OSError, ValueError) as err:
+            fail("%s: not a SIMT launch report: %s" % (path, err))
+        rows.append(r)
+    return rows, "" if rows else "no launch reports in %s" % simt_dir
+
+
+def simt_html(simt, note, e):
+    h = ["<h2>Kernels in the SIMT executor</h2>",
+         "<p>Each kernel's own source run on the CPU (docs/simt.md): what it requests from global "
+         "memory against the compulsory bytes of guide/kernel-targets.md, per access site the "
+         "sectors per warp request and the shared-memory bank ways, and the instruction mix. "
+         "<code>t_lower</code> is a lower bound from the requested bytes, not a prediction. "
+         "L1/L2 hits are not modelled.</p>"]
+    if not simt:
+        return h + ["<p class='note'>Skipped: %s.</p>" % e(note)]
+    for r in simt:
+        mix = ", ".join("%s %d" % (k, v) for k, v in r["mix"].items() if v)
+        h.append("<h3>%s</h3><p><code>%s</code>: grid %s, block %s, cluster %s, %s bytes of shared "
+                 "memory; traffic ratio <b>%.2f</b>; t_lower H100 %.2f µs, H200 %.2f µs; findings: "
+                 "%d. Mix: %s.</p>" % (
+                     e(r["kernel"]), e(r["file"]), r.get("grid"), r.get("block"), r.get("cluster"),
+                     r.get("smem_bytes"), r["traffic_ratio"], r["t_lower_us"]["H100"],
+                     r["t_lower_us"]["H200"], len(r["findings"]), e(mix)))
+        h.append("<table><tr><th class='l'>site</th><th class='l'>space</th><th class='l'>op</th>"
+                 "<th>bytes/lane</th><th>requests</th><th>sectors/request</th><th>worst bank ways</th>"
+                 "</tr>")
+        for st in r["sites"]:
+            h.append("<tr><td class='l'>%s</td><td class='l'>%s</td><td class='l'>%s</td><td>%d</td>"
+                     "<td>%d</td><td>%s</td><td>%s</td></tr>" % (
+                         e(st["site"]), e(st["space"]), e(st["op"]), st["access_bytes"],
+                         st["requests"],
+                         "%.2f" % st["sectors_per_request"] if st["space"] == "global" else "",
+                         st["worst_bank_ways"] if st["space"] == "shared" else ""))
+        h.append("</table>")
+    return h
+
+
 def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, out, cost_path,
-                  accuracy=(), accuracy_note="", accuracy_figs=(), bench_fig=None):
+                  accuracy=(), accuracy_note="", accuracy_figs=(), bench_fig=None, simt=(),
+                  simt_note=""):
     conv = conventions_text(cost)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     one_m = None
@@ -636,6 +692,7 @@ def write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note
                          fmt(r["pct_roof"], "%.1f"), fmt(r["target_pct"], "%.0f"), cls, e(v),
                          e(r["extra"])))
         h.append("</table>")
+    h += simt_html(simt, simt_note, e)
     h.append("</body></html>")
     with open(os.path.join(out, "index.html"), "w") as f:
         f.write("\n".join(h))
@@ -648,6 +705,7 @@ def main():
     ap.add_argument("--bench-dir", help="folder of Google Benchmark JSON files (optional)")
     ap.add_argument("--accuracy", nargs="*", default=[],
                     help="`v4ref bisect --json` reports to plot (optional)")
+    ap.add_argument("--simt-dir", help="folder of SIMT executor launch reports (optional)")
     ap.add_argument("--out", required=True, help="output folder")
     a = ap.parse_args()
     cost = load_cost(a.cost)
@@ -667,8 +725,9 @@ def main():
     accuracy, accuracy_note = load_accuracy(a.accuracy)
     accuracy_figs = [plot_accuracy(acc, a.out, i) for i, acc in enumerate(accuracy)]
     bench_fig = plot_bench(bench, a.out)
+    simt, simt_note = load_simt(a.simt_dir)
     write_outputs(cost, figs, table, tol, verify, verify_note, bench, bench_note, a.out, a.cost,
-                  accuracy, accuracy_note, accuracy_figs, bench_fig)
+                  accuracy, accuracy_note, accuracy_figs, bench_fig, simt, simt_note)
     bad = [r for r in table if "off by" in r[6]]
     print("wrote %s (%d figures); %s" % (
         os.path.join(a.out, "index.html"), len(figs),
