@@ -38,10 +38,9 @@
 
 namespace {
 
-using namespace v4ref;  // NOLINT: bench file
-namespace cuda = v4ref::cuda;  // not ::cuda (libcu++, through the SIMT dialect's CUDA headers)
+using namespace v4ref;  // NOLINT: bench file (v4ref::cuda spelled out: ::cuda is libcu++'s)
 using bench::DeviceBuffer;
-namespace cmp = cuda::cmp;
+namespace cmp = v4ref::cuda::cmp;
 
 using bench::kL2Bytes;
 using bench::kScratchBytes;
@@ -104,7 +103,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string why;
-  if (!cuda::device_available(&why)) {
+  if (!v4ref::cuda::device_available(&why)) {
     std::fprintf(stderr, "compressor_bench: no CUDA device (%s)\n", why.c_str());
     return 1;
   }
@@ -138,7 +137,7 @@ int main(int argc, char** argv) {
         const cmp::Dims dm = cmp::make_dims(ratio, kd.width, kd.kind);
         const std::int64_t E = T / ratio;
         const Weights w(dm, E);
-        const double bytes = cuda::compressor_prefill_bytes(dm, T);
+        const double bytes = v4ref::cuda::compressor_prefill_bytes(dm, T);
         const double t_roof_us = bytes / kHbm * 1e6;
         const bool graph = t_roof_us < 200.0;
         const int sets =
@@ -153,7 +152,7 @@ int main(int argc, char** argv) {
         }
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         const auto launch = [&](int i) {
-          cuda::CompressorPrefillLaunch p;
+          v4ref::cuda::CompressorPrefillLaunch p;
           p.dm = dm;
           p.tokens = T;
           p.a = a[static_cast<std::size_t>(i)]->as<float>();
@@ -163,7 +162,7 @@ int main(int argc, char** argv) {
           p.cos = w.d_cos.as<float>();
           p.sin = w.d_sin.as<float>();
           p.cache = cache[static_cast<std::size_t>(i)]->as<std::uint8_t>();
-          cuda::compressor_prefill(p, bench::bench_stream());
+          v4ref::cuda::compressor_prefill(p, bench::bench_stream());
         };
                 launch(0);
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
@@ -189,7 +188,7 @@ int main(int argc, char** argv) {
           p.sin = w.sin.data() + (t_first / ratio) * 32;
           std::vector<std::uint8_t> rows(
               static_cast<std::size_t>((p.tokens / ratio) * dm.row_bytes()));
-          cuda::compressor_prefill_simt(p, rows.data());
+          v4ref::cuda::compressor_prefill_simt(p, rows.data());
           // Entry 0 of the shifted problem has no previous block for CSA when t_first > 0:
           // compare only entries whose slots are all inside the window.
           const std::int64_t skip = (ratio == 4 && t_first > 0) ? 1 : 0;
@@ -254,7 +253,7 @@ int main(int argc, char** argv) {
         V4REF_CUDA_CHECK(cudaMemcpy(pos.p, hp.data(), hp.size() * 8, cudaMemcpyHostToDevice));
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         const auto launch = [&](int) {
-          cuda::CompressorDecodeLaunch p;
+          v4ref::cuda::CompressorDecodeLaunch p;
           p.dm = dm;
           p.batch = kB;
           p.positions = pos.as<std::int64_t>();
@@ -268,7 +267,7 @@ int main(int argc, char** argv) {
           p.state_score = sc.as<float>();
           p.cache = cache.as<std::uint8_t>();
           p.entries_max = entries_max;
-          cuda::compressor_decode(p, bench::bench_stream());
+          v4ref::cuda::compressor_decode(p, bench::bench_stream());
         };
         // Correct before fast: sequence 0's step against the executor from the same state.
         cmp::DecodeState st(dm);
@@ -279,7 +278,7 @@ int main(int argc, char** argv) {
                 launch(0);
         V4REF_CUDA_CHECK(cudaDeviceSynchronize());
         std::vector<std::uint8_t> row(static_cast<std::size_t>(dm.row_bytes()));
-        const bool done = cuda::compressor_decode_step_simt(
+        const bool done = v4ref::cuda::compressor_decode_step_simt(
             dm, st, t, ha.data(), hg.data(), w.ape.data(), w.norm_w.data(), 1e-6f,
             cmp::RopeRow{w.cos.data(), w.sin.data()}, row.data());
         if (done && download<std::uint8_t>(cache.p, 0, row.size()) != row)
@@ -289,7 +288,7 @@ int main(int argc, char** argv) {
           throw std::runtime_error(
               "correctness gate failed: decode state differs from the executor");
         r.us = bench::time_us(o, scratch.p, kScratchBytes, 1, true, launch);
-        const double bytes = cuda::compressor_decode_bytes(dm, kB, complete ? kB : 0);
+        const double bytes = v4ref::cuda::compressor_decode_bytes(dm, kB, complete ? kB : 0);
         r.counters = {{"batch", static_cast<double>(kB)},
                       {"bytes", bytes},
                       {"GBps", bytes / (r.us * 1e-6) * 1e-9},

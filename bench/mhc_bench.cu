@@ -37,16 +37,16 @@
 #include "bench_timing.cuh"
 #include "v4ref/cuda/check.hpp"
 #include "v4ref/cuda/mhc.hpp"
+#include "v4ref/cuda/mhc_simt.hpp"
 #include "v4ref/cuda/mhc_tile.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/rng.hpp"
 
 namespace {
 
-using namespace v4ref;  // NOLINT: bench file
-namespace cuda = v4ref::cuda;  // not ::cuda (libcu++, through the SIMT dialect's CUDA headers)
+using namespace v4ref;  // NOLINT: bench file (v4ref::cuda spelled out: ::cuda is libcu++'s)
 using bench::DeviceBuffer;
-namespace mhc = cuda::mhc;
+namespace mhc = v4ref::cuda::mhc;
 
 using bench::kL2Bytes;
 using bench::kScratchBytes;
@@ -93,7 +93,7 @@ struct Weights {
     DeviceBuffer raw(fn.size() * 4);
     V4REF_CUDA_CHECK(cudaMemcpy(raw.p, fn.data(), fn.size() * 4, cudaMemcpyHostToDevice));
     V4REF_CUDA_CHECK(cudaMemcpy(base.p, b.data(), 96, cudaMemcpyHostToDevice));
-    cuda::mhc_pack_fn(raw.as<float>(), fn_packed.as<float>(), d);
+    v4ref::cuda::mhc_pack_fn(raw.as<float>(), fn_packed.as<float>(), d);
     V4REF_CUDA_CHECK(cudaDeviceSynchronize());
     host_fn = fn;
     host_base = b;
@@ -101,9 +101,9 @@ struct Weights {
   std::vector<float> host_fn, host_base;
 };
 
-cuda::MhcPreLaunch pre_launch(const Set& st, const Weights& w, bool fused,
+v4ref::cuda::MhcPreLaunch pre_launch(const Set& st, const Weights& w, bool fused,
                               const std::uint16_t* x_in) {
-  cuda::MhcPreLaunch p;
+  v4ref::cuda::MhcPreLaunch p;
   p.tokens = st.T;
   p.d = st.d;
   p.x = x_in;
@@ -144,16 +144,16 @@ std::string check_rows(const Set& st, const Weights& w, bool fused, bool post_on
   p.base = w.host_base.data();
   p.s = w.s;
   if (post_only) {
-    const std::vector<std::uint16_t> e = cuda::mhc_post_simt(p);
+    const std::vector<std::uint16_t> e = v4ref::cuda::mhc_post_simt(p);
     return e == download_rows<std::uint16_t>(st.xo.p, first, n, 4 * d)
                ? ""
                : "x_out differs from the executor";
   }
-  const cuda::MhcPlan plan = cuda::mhc_plan(st.T, d, fused);
-  cuda::MhcSimtOptions o;  // the kernel's own source in the SIMT executor
+  const v4ref::cuda::MhcPlan plan = v4ref::cuda::mhc_plan(st.T, d, fused);
+  v4ref::cuda::MhcSimtOptions o;  // the kernel's own source in the SIMT executor
   o.cluster = plan.tiling.cluster;
   o.run.analysis = false;
-  const cuda::MhcSimtOutputs r = cuda::mhc_pre_simt(p, o);
+  const v4ref::cuda::MhcSimtOutputs r = v4ref::cuda::mhc_pre_simt(p, o);
   const std::vector<std::uint16_t>& xo = r.x_out;
   const std::vector<std::uint16_t>& u = r.u;
   const std::vector<float>& coef = r.coef;
@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string why;
-  if (!cuda::device_available(&why)) {
+  if (!v4ref::cuda::device_available(&why)) {
     std::fprintf(stderr, "mhc_bench: no CUDA device (%s)\n", why.c_str());
     return 1;
   }
@@ -216,9 +216,9 @@ int main(int argc, char** argv) {
           const bool fused = std::strcmp(kind, "fused") == 0, pre = std::strcmp(kind, "pre") == 0,
                      post = std::strcmp(kind, "post") == 0,
                      unfused = std::strcmp(kind, "unfused") == 0;
-          const double bytes = (fused || unfused) ? cuda::mhc_fused_bytes(T, d)
-                               : pre              ? cuda::mhc_pre_bytes(T, d)
-                                                  : cuda::mhc_post_bytes(T, d);
+          const double bytes = (fused || unfused) ? v4ref::cuda::mhc_fused_bytes(T, d)
+                               : pre              ? v4ref::cuda::mhc_pre_bytes(T, d)
+                                                  : v4ref::cuda::mhc_post_bytes(T, d);
           const double t_roof_us = bytes / kHbm * 1e6;
           const bool graph = t_roof_us < 200.0;
           const int sets =
@@ -230,24 +230,24 @@ int main(int argc, char** argv) {
             fill_bf16<<<1024, 256>>>(st.back()->f.as<std::uint16_t>(), T * d, 0xF00D00ull + i);
             V4REF_CUDA_CHECK(cudaGetLastError());
             // Realistic coefficient rows: a pre-only run on the streams.
-            cuda::MhcPreLaunch p0 =
+            v4ref::cuda::MhcPreLaunch p0 =
                 pre_launch(*st.back(), w, false, st.back()->x.as<std::uint16_t>());
             p0.coef = st.back()->coef_in.as<float>();
-            cuda::mhc_pre(p0);
+            v4ref::cuda::mhc_pre(p0);
           }
           V4REF_CUDA_CHECK(cudaDeviceSynchronize());
           const auto launch = [&](int i) {
             Set& s = *st[static_cast<std::size_t>(i)];
             if (fused)
-              cuda::mhc_pre(pre_launch(s, w, true, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
+              v4ref::cuda::mhc_pre(pre_launch(s, w, true, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
             if (pre)
-              cuda::mhc_pre(pre_launch(s, w, false, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
+              v4ref::cuda::mhc_pre(pre_launch(s, w, false, s.x.as<std::uint16_t>()), {}, bench::bench_stream());
             if (post || unfused)
-              cuda::mhc_post({s.T, s.d, s.x.as<std::uint16_t>(), s.f.as<std::uint16_t>(),
+              v4ref::cuda::mhc_post({s.T, s.d, s.x.as<std::uint16_t>(), s.f.as<std::uint16_t>(),
                               s.coef_in.as<float>(), s.xo.as<std::uint16_t>()},
                              bench::bench_stream());
             if (unfused)
-              cuda::mhc_pre(pre_launch(s, w, false, s.xo.as<std::uint16_t>()), {}, bench::bench_stream());
+              v4ref::cuda::mhc_pre(pre_launch(s, w, false, s.xo.as<std::uint16_t>()), {}, bench::bench_stream());
           };
           // Correct before fast.
           launch(0);
@@ -261,7 +261,7 @@ int main(int argc, char** argv) {
           }
           r.us = bench::time_us(o, scratch.p, kScratchBytes, sets, graph, launch);
           const double t = r.us * 1e-6;
-          const cuda::MhcPlan plan = cuda::mhc_plan(T, d, fused || unfused);
+          const v4ref::cuda::MhcPlan plan = v4ref::cuda::mhc_plan(T, d, fused || unfused);
           r.counters = {{"tokens", static_cast<double>(T)},
                         {"d", static_cast<double>(d)},
                         {"bytes", bytes},
@@ -271,7 +271,7 @@ int main(int argc, char** argv) {
                         {"pct_roof", 100.0 * t_roof_us / r.us},
                         {"t_roof_us", t_roof_us},
                         {"target_pct", kTargetPctHbm},
-                        {"flops", (fused || unfused) ? cuda::mhc_fused_flops(T, d) : 0.0},
+                        {"flops", (fused || unfused) ? v4ref::cuda::mhc_fused_flops(T, d) : 0.0},
                         {"cluster", static_cast<double>(plan.tiling.cluster)},
                         {"clusters", static_cast<double>(plan.clusters)},
                         {"graph", graph ? 1.0 : 0.0},

@@ -35,8 +35,7 @@
 
 namespace {
 
-using namespace v4ref;  // NOLINT: bench file
-namespace cuda = v4ref::cuda;  // not ::cuda (libcu++, through the SIMT dialect's CUDA headers)
+using namespace v4ref;  // NOLINT: bench file (v4ref::cuda spelled out: ::cuda is libcu++'s)
 
 constexpr double kPeakBf16 = 989e12;  // H100 SXM dense BF16 (kernel-targets.md §1)
 constexpr double kHbm = bench::kHbmBytesPerSecond;
@@ -79,21 +78,21 @@ float time_once(cudaEvent_t start, cudaEvent_t stop, void* scratch, const auto& 
 void bm_muon_ns(benchmark::State& state, std::int64_t batch, std::int64_t n, std::int64_t m,
                 int iterations) {
   std::string why;
-  if (!cuda::device_available(&why)) {
+  if (!v4ref::cuda::device_available(&why)) {
     state.SkipWithError(("no CUDA device: " + why).c_str());
     return;
   }
   try {
-    const std::vector<cuda::ns::StageF> stages =
-        iterations == 10 ? cuda::v4_ns_stages() : cuda::keller_jordan_ns_stages(iterations);
+    const std::vector<v4ref::cuda::ns::StageF> stages =
+        iterations == 10 ? v4ref::cuda::v4_ns_stages() : v4ref::cuda::keller_jordan_ns_stages(iterations);
     const std::int64_t total = batch * n * m;
     bench::DeviceBuffer u(static_cast<std::size_t>(total) * sizeof(float));
     bench::DeviceBuffer out(static_cast<std::size_t>(total) * sizeof(std::uint16_t));
     bench::DeviceBuffer scratch(kScratchBytes);
     fill_kernel<<<1024, 256>>>(static_cast<float*>(u.p), total, 0x5EEDull + static_cast<std::uint64_t>(n * m));
     V4REF_CUDA_CHECK_LAUNCH();
-    cuda::MuonNs ns_run;
-    const cuda::MuonNsBatch p{batch, n, m, static_cast<const float*>(u.p),
+    v4ref::cuda::MuonNs ns_run;
+    const v4ref::cuda::MuonNsBatch p{batch, n, m, static_cast<const float*>(u.p),
                               static_cast<std::uint16_t*>(out.p), 1e-7f};
     cudaEvent_t start, stop;
     V4REF_CUDA_CHECK(cudaEventCreate(&start));
@@ -124,7 +123,7 @@ void bm_muon_ns(benchmark::State& state, std::int64_t batch, std::int64_t n, std
       bt.push_back(time_once(start, stop, scratch.p, [&] { ns_run.newton_schulz_per_matrix_cublas(p, stages); }));
     std::sort(bt.begin(), bt.end());
     const double t = total_s / static_cast<double>(state.iterations());
-    const double flops = static_cast<double>(batch) * iterations * cuda::ns_iteration_flops(n, m);
+    const double flops = static_cast<double>(batch) * iterations * v4ref::cuda::ns_iteration_flops(n, m);
     const double bytes = static_cast<double>(batch) * 6.0 * static_cast<double>(n * m);
     const double t_roof = std::max(bytes / kHbm, flops / kPeakBf16);
     state.counters["batch"] = static_cast<double>(batch);

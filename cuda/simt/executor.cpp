@@ -207,6 +207,27 @@ struct Coll {
   std::vector<Thread*> waiters;
 };
 
+// A bulk copy in flight: its bytes land when the phase of its mbarrier completes.
+struct BulkCopy {
+  unsigned char* dst;
+  const unsigned char* src;
+  std::size_t bytes;
+  std::uint32_t site, issuer;
+  std::vector<std::uint32_t> vc;  // the issuer's clock at the issue
+};
+
+// An mbarrier: arrival count and transaction bytes of the current phase (§ PTX mbarrier).
+struct MBar {
+  std::uint32_t expected = 0, pending = 0;
+  std::int64_t tx = 0;
+  std::uint32_t phase = 0;  // completed phases
+  Epoch init;
+  std::vector<std::uint32_t> join;        // release clocks of the current phase
+  std::vector<std::uint32_t> done_vc[2];  // clocks of the last completed phase of each parity
+  std::vector<std::pair<Thread*, unsigned>> waiters;
+  std::vector<BulkCopy> copies;
+};
+
 struct Block {
   idx3 bidx;
   std::uint32_t grid_linear = 0;
@@ -220,6 +241,7 @@ struct Block {
   // DSMEM accesses into this block by threads of other blocks: the latest per accessing thread.
   // Each must happen before this block exits (a cluster barrier after the last remote access).
   std::unordered_map<std::uint32_t, Epoch> remote;
+  std::unordered_map<std::size_t, MBar> mbars;  // by shared offset
 };
 
 // One warp-level instruction: the accesses of its lanes (the k-th execution of a site by each
@@ -242,6 +264,7 @@ struct Run {
   Sites sites;
   std::mt19937_64 rng;
   bool aborting = false;
+  std::uint64_t idle_polls = 0;  // failed mbarrier polls since the last operation of any thread
   std::set<std::string> seen;  // de-duplicated findings (kind + sites)
   std::unordered_map<const BufferBase*, std::vector<std::uint32_t>> global_writers;
   std::vector<std::vector<std::vector<Request>>> requests;  // [warp of the cluster][site][k]
@@ -395,6 +418,7 @@ void yield_ready() {
 // ---------------------------------------------------------------- vector clocks
 
 void join_into(std::vector<std::uint32_t>& dst, const std::vector<std::uint32_t>& src) {
+  if (src.empty()) return;  // nothing released yet (e.g. the phase before an mbarrier's first)
   if (dst.empty()) {
     dst = src;
     return;
@@ -423,6 +447,7 @@ std::uint32_t site_of(const std::source_location& loc, const char* space, const 
 void record(std::uint32_t site, const void* addr, std::size_t bytes) {
   Run& r = run();
   Thread& t = cur();
+  r.idle_polls = 0;  // an operation: progress (a failed poll restores its count, mbar_wait)
   if (t.occurrences.size() <= site) t.occurrences.resize(site + 1, 0);
   const std::uint32_t k = t.occurrences[site]++;
   auto& per_site = r.requests[t.block * r.warps_per_block + t.warp];
@@ -661,8 +686,8 @@ bool shadow_access(Thread& t, Block& b, std::size_t off, std::size_t n, bool wri
     if (s.pending != kNone && !completion) {
       finding("cp_async", r.sites.name(site),
               who(t) + ": accesses " + where_of(at) + " at " + r.sites.name(site) +
-                  ", the destination of a cp.async by " + thread_name(s.pending) +
-                  " that no cp.async.wait_group has completed yet");
+                  ", the destination of an asynchronous copy by " + thread_name(s.pending) +
+                  " that has not completed (no cp.async.wait_group or mbarrier phase covers it)");
       return false;
     }
     if (!write) {
@@ -990,6 +1015,14 @@ void on_thread_exit(Thread& t) {
   Block& b = r.blocks[t.block];
   --b.live;
   r.cl_done_arrives.push_back(t.arrives);
+  if (b.live == 0 && !r.aborting)
+    for (const auto& [off, m] : b.mbars)
+      if (!m.copies.empty()) {
+        finding("mbarrier", "exit|" + std::to_string(off),
+                "block " + str(b.bidx) + " exits with a cp.async.bulk on the mbarrier at shared " +
+                    "offset " + std::to_string(off) + " whose phase never completed");
+        break;
+      }
   if (b.live == 0 && !r.aborting && !b.remote.empty()) {
     // The block's exit: every remote access into its shared memory must be ordered before it.
     std::vector<std::uint32_t> exit_vc;
@@ -1128,6 +1161,208 @@ void cp_async_wait(int pending, const Loc& loc) {
     }
     t.groups.pop_front();
   }
+}
+
+}  // namespace detail
+
+namespace {
+
+// The mbarrier at `bar` in the running thread's cluster, or null after a finding.
+MBar* mbar_at(void* bar, const std::uint32_t site, const char* what, bool must_exist,
+              Block** block = nullptr, std::size_t* offset = nullptr) {
+  Run& r = run();
+  Thread& t = cur();
+  std::string why;
+  std::size_t off = 0;
+  const int blk = find_smem_block(reinterpret_cast<std::uintptr_t>(bar), 8, &why, &off);
+  if (blk < 0 || off % 8 != 0) {
+    finding("mbarrier", r.sites.name(site),
+            who(t) + ": " + what + " at " + r.sites.name(site) + ": " +
+                (blk < 0 ? why : "the mbarrier is not 8-byte aligned"));
+    return nullptr;
+  }
+  Block& b = r.blocks[static_cast<std::size_t>(blk)];
+  if (block != nullptr) *block = &b;
+  if (offset != nullptr) *offset = off;
+  const auto it = b.mbars.find(off);
+  if (it == b.mbars.end()) {
+    if (must_exist)
+      finding("mbarrier", r.sites.name(site),
+              who(t) + ": " + what + " at " + r.sites.name(site) + " on shared offset " +
+                  std::to_string(off) + ", which no mbarrier.init initialised");
+    return must_exist ? nullptr : &b.mbars[off];
+  }
+  if (must_exist && !before(it->second.init, t.vc)) {
+    finding("shared_race", r.sites.name(site) + "|" + r.sites.name(it->second.init.site),
+            who(t) + ": " + what + " at " + r.sites.name(site) + " is not ordered after the " +
+                "mbarrier.init by " + thread_name(it->second.init.tid) + " at " +
+                r.sites.name(it->second.init.site) + " (a barrier or fence between them is missing)");
+    return nullptr;
+  }
+  return &it->second;
+}
+
+// Completes the current phase of m if every arrival and transaction byte is in: the copies land,
+// waiters of that parity wake with the phase's clocks.
+void mbar_try_complete(Block& b, MBar& m) {
+  if (m.pending != 0 || m.tx != 0) return;
+  for (const BulkCopy& c : m.copies) {
+    const std::size_t off = static_cast<std::size_t>(c.dst - b.smem);
+    for_cells(b, off, c.bytes, [](Cell& cell, std::size_t) {
+      cell.pending = kNone;
+      return true;
+    });
+    std::memcpy(c.dst, c.src, c.bytes);
+    join_into(m.join, c.vc);
+  }
+  m.copies.clear();
+  const unsigned parity = m.phase & 1u;
+  m.done_vc[parity] = m.join;
+  ++m.phase;
+  m.pending = m.expected;
+  m.join.clear();
+  std::vector<std::pair<Thread*, unsigned>> still;
+  for (const auto& [w, p] : m.waiters) {
+    if (p == parity) {
+      join_into(w->vc, m.done_vc[parity]);
+      make_ready(*w);
+    } else {
+      still.emplace_back(w, p);
+    }
+  }
+  m.waiters.swap(still);
+}
+
+}  // namespace
+
+namespace detail {
+
+void mbar_init(void* bar, unsigned count, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  const std::uint32_t site = site_of(loc, "sync", "mbarrier.init", 0);
+  Block* b = nullptr;
+  std::size_t off = 0;
+  MBar* m = mbar_at(bar, site, "mbarrier.init", false, &b, &off);
+  if (m == nullptr) return;
+  if (count == 0 || count >= (1u << 20)) {
+    finding("mbarrier", r.sites.name(site),
+            who(t) + ": mbarrier.init at " + r.sites.name(site) + " with count " +
+                std::to_string(count) + " (must be 1 .. 2^20 - 1)");
+    return;
+  }
+  if (!m->waiters.empty() || !m->copies.empty()) {
+    finding("mbarrier", r.sites.name(site) + "|reinit",
+            who(t) + ": mbarrier.init at " + r.sites.name(site) +
+                " re-initialises a barrier with waiters or copies in flight");
+    return;
+  }
+  if (!shadow_access(t, *b, off, 8, true, false, site)) return;
+  *m = MBar{};
+  m->expected = m->pending = count;
+  m->init = Epoch{t.id, t.vc[t.id], site};
+}
+
+void mbar_arrive(void* bar, unsigned expect_tx, bool with_tx, const Loc& loc) {
+  check_abort();
+  Thread& t = cur();
+  const std::uint32_t site =
+      site_of(loc, "sync", with_tx ? "mbarrier.arrive.expect_tx" : "mbarrier.arrive", 0);
+  record(site, nullptr, 0);
+  Block* b = nullptr;
+  MBar* m = mbar_at(bar, site, "mbarrier.arrive", true, &b);
+  if (m == nullptr) return;
+  if (with_tx) m->tx += expect_tx;
+  join_into(m->join, t.vc);
+  ++t.vc[t.id];
+  --m->pending;
+  mbar_try_complete(*b, *m);
+}
+
+bool mbar_wait(void* bar, unsigned parity, bool block, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  const std::uint32_t site = site_of(loc, "sync", "mbarrier.try_wait", 0);
+  const std::uint64_t polls_before = r.idle_polls;
+  record(site, nullptr, 0);
+  if (parity > 1) {
+    finding("mbarrier", r.sites.name(site),
+            who(t) + ": mbarrier wait at " + r.sites.name(site) + " with parity " +
+                std::to_string(parity) + " (0 or 1)");
+    return true;
+  }
+  MBar* m = mbar_at(bar, site, "mbarrier.try_wait", true);
+  if (m == nullptr) return true;
+  if ((m->phase & 1u) != parity) {  // the phase of this parity has completed
+    join_into(t.vc, m->done_vc[parity]);
+    yield_ready();
+    return true;
+  }
+  if (!block) {
+    // A failed poll is no progress. When every ready thread only polls (no other operation in
+    // many polls per live thread), no phase can complete: the spinning version of a deadlock.
+    r.idle_polls = polls_before + 1;
+    std::uint64_t live = 0;
+    for (const Thread& x : r.threads) live += x.state != State::kDone ? 1 : 0;
+    if (r.idle_polls > 64 * live + 64) {
+      r.seen.clear();
+      finding("deadlock", "poll",
+              "deadlock: " + who(t) + " and every other running thread poll mbarriers (last at " +
+                  r.sites.name(site) + ") whose phases can no longer complete");
+      r.aborting = true;
+      for (Thread& x : r.threads)
+        if (x.state == State::kBlocked) make_ready(x);
+      throw Aborted{};
+    }
+    yield_ready();  // a polling loop must let the producers run
+    return false;
+  }
+  m->waiters.emplace_back(&t, parity);
+  block_here("mbarrier.try_wait.parity " + std::to_string(parity), site);
+  return true;
+}
+
+void bulk_copy(void* smem_dst, const void* gmem_src, std::size_t bytes, void* bar, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  if (bytes == 0 || bytes % 16 != 0 || reinterpret_cast<std::uintptr_t>(smem_dst) % 16 != 0 ||
+      reinterpret_cast<std::uintptr_t>(gmem_src) % 16 != 0) {
+    const std::uint32_t site = site_of(loc, "global", "cp.async.bulk", static_cast<int>(bytes));
+    finding("misaligned", r.sites.name(site),
+            who(t) + ": cp.async.bulk of " + std::to_string(bytes) + " bytes at " +
+                r.sites.name(site) + ": size and both addresses must be multiples of 16");
+    return;
+  }
+  if (!global_access(gmem_src, bytes, Op::kLoadCg, loc)) return;
+  const std::uint32_t site = r.sites.intern(loc);
+  r.sites.at(site).op = "cp.async.bulk";
+  Block* mb = nullptr;
+  MBar* m = mbar_at(bar, site, "cp.async.bulk", true, &mb);
+  if (m == nullptr) return;
+  std::string why;
+  std::size_t off = 0;
+  const int blk = find_smem_block(reinterpret_cast<std::uintptr_t>(smem_dst), bytes, &why, &off);
+  if (blk < 0 || static_cast<std::uint32_t>(blk) != t.block || mb != &r.blocks[t.block]) {
+    finding("out_of_bounds", r.sites.name(site) + "|bulk",
+            who(t) + ": cp.async.bulk destination or mbarrier at " + r.sites.name(site) + ": " +
+                (blk < 0 ? why : std::string("not this block's shared memory")));
+    return;
+  }
+  Block& b = r.blocks[t.block];
+  // The copy may land any time after the issue: every earlier access to its bytes must be
+  // ordered before the issue, every later one after the phase completes.
+  if (!shadow_access(t, b, off, bytes, true, false, site)) return;
+  for_cells(b, off, bytes, [&](Cell& c, std::size_t) {
+    c.pending = t.id;
+    return true;
+  });
+  m->tx -= static_cast<std::int64_t>(bytes);
+  m->copies.push_back(BulkCopy{static_cast<unsigned char*>(smem_dst),
+                               static_cast<const unsigned char*>(gmem_src), bytes, site, t.id, t.vc});
+  mbar_try_complete(b, *m);
 }
 
 const void* device_array(const char* name, std::size_t bytes) {

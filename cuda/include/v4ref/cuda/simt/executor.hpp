@@ -43,7 +43,7 @@ struct RunOptions {
 
 // What a check found. kind: out_of_bounds, misaligned, shared_race, uninitialized_read,
 // global_write_conflict, barrier_mismatch, deadlock, warp_collective, cp_async, dsmem,
-// kernel_exception.
+// mbarrier, kernel_exception.
 struct Finding {
   std::string kind;
   std::string message;

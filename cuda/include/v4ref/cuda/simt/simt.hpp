@@ -62,7 +62,7 @@ struct Access;  // befriended by the pointer types: the dialect's functions read
 template <class T>
 class gptr {
  public:
-  V4REF_SIMT_HD gptr() = default;
+  gptr() = default;
   V4REF_SIMT_HD explicit gptr(T* p) : p_(p) {}
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
   V4REF_SIMT_HD gptr(gptr<U> o) : p_(o.address()) {}  // NOLINT: T* -> const T*
@@ -86,7 +86,7 @@ class gptr {
 template <class T>
 class sptr {
  public:
-  V4REF_SIMT_HD sptr() = default;
+  sptr() = default;
   V4REF_SIMT_HD explicit sptr(T* p) : p_(p) {}
   template <class U, class = std::enable_if_t<std::is_convertible_v<U*, T*>>>
   V4REF_SIMT_HD sptr(sptr<U> o) : p_(o.address()) {}  // NOLINT: T* -> const T*
@@ -247,6 +247,53 @@ V4REF_SIMT_DEVICE void cp_async_wait_group() {
 }
 V4REF_SIMT_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
+// ---- mbarrier (8 bytes of shared memory) and the bulk copy that completes on one
+V4REF_SIMT_DEVICE unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+V4REF_SIMT_DEVICE void mbar_init(sptr<std::uint64_t> bar, unsigned count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar.address())), "r"(count)
+               : "memory");
+}
+V4REF_SIMT_DEVICE void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+V4REF_SIMT_DEVICE void mbar_arrive(sptr<std::uint64_t> bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar.address()))
+               : "memory");
+}
+V4REF_SIMT_DEVICE void mbar_arrive_expect_tx(sptr<std::uint64_t> bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   smem_u32(bar.address())),
+               "r"(bytes)
+               : "memory");
+}
+V4REF_SIMT_DEVICE bool mbar_try_wait_parity(sptr<std::uint64_t> bar, unsigned parity) {
+  unsigned ok = 0;
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(ok)
+      : "r"(smem_u32(bar.address())), "r"(parity)
+      : "memory");
+  return ok != 0;
+}
+V4REF_SIMT_DEVICE void mbar_wait_parity(sptr<std::uint64_t> bar, unsigned parity) {
+  while (!mbar_try_wait_parity(bar, parity)) {
+  }
+}
+// cp.async.bulk global -> shared of `bytes` (a multiple of 16, 16-byte aligned), completing as
+// transaction bytes on `bar`.
+template <class T, class U>
+V4REF_SIMT_DEVICE void bulk_copy_g2s(sptr<T> dst, gptr<U> src, unsigned bytes,
+                                     sptr<std::uint64_t> bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+          smem_u32(dst.address())),
+      "l"(src.address()), "r"(bytes), "r"(smem_u32(bar.address()))
+      : "memory");
+}
+
 // A constant array in global memory (a __device__ variable), read through gptr.
 #define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                 \
   __device__ const type name##_storage[count] = {};                                \
@@ -282,6 +329,10 @@ std::uint64_t shfl(unsigned mask, std::uint64_t bits, int arg, int width, Shfl k
 enum class Vote : std::uint8_t { kBallot, kAny, kAll };
 unsigned vote(unsigned mask, bool p, Vote kind, const Loc& loc);
 void cp_async(void* smem_dst, const void* gmem_src, std::size_t bytes, const Loc& loc);
+void mbar_init(void* bar, unsigned count, const Loc& loc);
+void mbar_arrive(void* bar, unsigned expect_tx, bool with_tx, const Loc& loc);
+bool mbar_wait(void* bar, unsigned parity, bool block, const Loc& loc);
+void bulk_copy(void* smem_dst, const void* gmem_src, std::size_t bytes, void* bar, const Loc& loc);
 void cp_async_commit(const Loc& loc);
 void cp_async_wait(int pending, const Loc& loc);
 const void* device_array(const char* name, std::size_t bytes);
@@ -443,6 +494,32 @@ void cp_async_wait_group(const Loc& loc = Loc::current()) {
 inline void cp_async_wait_all(const Loc& loc = Loc::current()) {
   detail::cp_async_commit(loc);
   detail::cp_async_wait(0, loc);
+}
+
+inline void mbar_init(sptr<std::uint64_t> bar, unsigned count, const Loc& loc = Loc::current()) {
+  detail::mbar_init(bar.address(), count, loc);
+}
+inline void fence_mbarrier_init() {}  // the executor orders init by the barrier that follows
+inline void mbar_arrive(sptr<std::uint64_t> bar, const Loc& loc = Loc::current()) {
+  detail::mbar_arrive(bar.address(), 0, false, loc);
+}
+inline void mbar_arrive_expect_tx(sptr<std::uint64_t> bar, unsigned bytes,
+                                  const Loc& loc = Loc::current()) {
+  detail::mbar_arrive(bar.address(), bytes, true, loc);
+}
+// Non-blocking: a false answer lets the other threads run before the caller retries.
+inline bool mbar_try_wait_parity(sptr<std::uint64_t> bar, unsigned parity,
+                                 const Loc& loc = Loc::current()) {
+  return detail::mbar_wait(bar.address(), parity, false, loc);
+}
+inline void mbar_wait_parity(sptr<std::uint64_t> bar, unsigned parity,
+                             const Loc& loc = Loc::current()) {
+  detail::mbar_wait(bar.address(), parity, true, loc);
+}
+template <class T, class U>
+void bulk_copy_g2s(sptr<T> dst, gptr<U> src, unsigned bytes, sptr<std::uint64_t> bar,
+                   const Loc& loc = Loc::current()) {
+  detail::bulk_copy(dst.address(), src.address(), bytes, bar.address(), loc);
 }
 
 #define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                         \
