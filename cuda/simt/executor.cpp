@@ -38,7 +38,10 @@ namespace {
 namespace bctx = boost::context;
 
 constexpr std::uint32_t kNone = 0xffffffffu;
-constexpr std::size_t kSmemGuard = 256;
+// Guard zone before and after each block's dynamic shared memory, and the alignment of its base:
+// 1024 bytes, as the device's `extern __shared__ __align__(1024)` buffer (the atom of a 128-byte
+// swizzled tile).
+constexpr std::size_t kSmemGuard = 1024;
 constexpr std::size_t kMaxSmem = 232448;  // 227 KiB: sm_90's opt-in maximum per block
 constexpr std::size_t kStackBytes = 256 * 1024;
 constexpr double kHbmH100 = 3.35e12, kHbmH200 = 4.8e12, kFp8Peak = 1979e12;
@@ -207,11 +210,18 @@ struct Coll {
   std::vector<Thread*> waiters;
 };
 
-// A bulk copy in flight: its bytes land when the phase of its mbarrier completes.
+// A bulk or TMA copy in flight: its bytes land when the phase of its mbarrier completes. The
+// destination range [dst, dst + bytes) is filled by segments (source bytes, or zeros for
+// out-of-bounds elements of a TMA box), in shared-memory order after any swizzle.
+struct CopySegment {
+  std::uint32_t dst_off;         // from dst
+  const unsigned char* src;      // null: zeros
+  std::uint32_t bytes;
+};
 struct BulkCopy {
   unsigned char* dst;
-  const unsigned char* src;
   std::size_t bytes;
+  std::vector<CopySegment> segs;
   std::uint32_t site, issuer;
   std::vector<std::uint32_t> vc;  // the issuer's clock at the issue
 };
@@ -273,7 +283,9 @@ struct Run {
   std::vector<Block> blocks;
   std::vector<Thread> threads;
   std::vector<Thread*> ready;
-  std::vector<unsigned char> arena;
+  std::vector<unsigned char> arena;  // the cluster's shared memory, guards included
+  unsigned char* arena_base = nullptr;  // 1024-byte aligned start inside `arena`
+  std::size_t arena_bytes = 0;
   std::size_t block_stride = 0;
   std::vector<std::vector<Epoch>> read_lists;
   std::vector<std::uint32_t> free_read_lists;
@@ -575,8 +587,8 @@ namespace {
 // The block of the running cluster whose shared memory holds [a, a + n), or -1 with `why`.
 int find_smem_block(std::uintptr_t a, std::size_t n, std::string* why, std::size_t* offset) {
   Run& r = run();
-  const auto base = reinterpret_cast<std::uintptr_t>(r.arena.data());
-  if (a < base || a >= base + r.arena.size()) {
+  const auto base = reinterpret_cast<std::uintptr_t>(r.arena_base);
+  if (a < base || a >= base + r.arena_bytes) {
     *why = std::to_string(n) + " bytes at " + hex(a) + ", outside the cluster's shared memory";
     return -1;
   }
@@ -1092,8 +1104,8 @@ void* map_shared_rank(const void* p, unsigned rank, const Loc& loc) {
   Thread& t = cur();
   const std::uint32_t site = site_of(loc, "sync", "mapa", 0);
   const auto a = reinterpret_cast<std::uintptr_t>(p);
-  const auto base = reinterpret_cast<std::uintptr_t>(r.arena.data());
-  if (rank >= r.blocks.size() || a < base || a >= base + r.arena.size()) {
+  const auto base = reinterpret_cast<std::uintptr_t>(r.arena_base);
+  if (rank >= r.blocks.size() || a < base || a >= base + r.arena_bytes) {
     finding("dsmem", r.sites.name(site),
             who(t) + ": map_shared_rank(rank " + std::to_string(rank) + ") at " +
                 r.sites.name(site) + ": " +
@@ -1103,7 +1115,7 @@ void* map_shared_rank(const void* p, unsigned rank, const Loc& loc) {
     return const_cast<void*>(p);
   }
   const std::size_t in = (a - base) % r.block_stride;
-  return r.arena.data() + rank * r.block_stride + in;
+  return r.arena_base + rank * r.block_stride + in;
 }
 
 void cp_async(void* smem_dst, const void* gmem_src, std::size_t bytes, const Loc& loc) {
@@ -1147,7 +1159,7 @@ void cp_async_wait(int pending, const Loc& loc) {
   Run& r = run();
   Thread& t = cur();
   (void)loc;
-  const auto base = reinterpret_cast<std::uintptr_t>(r.arena.data());
+  const auto base = reinterpret_cast<std::uintptr_t>(r.arena_base);
   while (static_cast<int>(t.groups.size()) > pending) {
     for (const Copy& c : t.groups.front()) {
       const std::size_t off = (reinterpret_cast<std::uintptr_t>(c.dst) - base) % r.block_stride - kSmemGuard;
@@ -1212,7 +1224,12 @@ void mbar_try_complete(Block& b, MBar& m) {
       cell.pending = kNone;
       return true;
     });
-    std::memcpy(c.dst, c.src, c.bytes);
+    for (const CopySegment& g : c.segs) {
+      if (g.src != nullptr)
+        std::memcpy(c.dst + g.dst_off, g.src, g.bytes);
+      else
+        std::memset(c.dst + g.dst_off, 0, g.bytes);
+    }
     join_into(m.join, c.vc);
   }
   m.copies.clear();
@@ -1360,9 +1377,96 @@ void bulk_copy(void* smem_dst, const void* gmem_src, std::size_t bytes, void* ba
     return true;
   });
   m->tx -= static_cast<std::int64_t>(bytes);
-  m->copies.push_back(BulkCopy{static_cast<unsigned char*>(smem_dst),
-                               static_cast<const unsigned char*>(gmem_src), bytes, site, t.id, t.vc});
+  m->copies.push_back(BulkCopy{static_cast<unsigned char*>(smem_dst), bytes,
+                               {CopySegment{0, static_cast<const unsigned char*>(gmem_src),
+                                            static_cast<std::uint32_t>(bytes)}},
+                               site, t.id, t.vc});
   mbar_try_complete(b, *m);
+}
+
+void tma_load_2d(void* smem_dst, const TensorMap2d& tm, int c0, int c1, void* bar, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  const std::uint32_t site = site_of(loc, "global", "tma.load.2d", 0);
+  const auto where = [&] { return who(t) + ": cp.async.bulk.tensor.2d at " + r.sites.name(site); };
+  if (tm.global == nullptr || tm.elem_bytes == 0) {
+    finding("tma", r.sites.name(site), where() + " with a tensor map that was never encoded");
+    return;
+  }
+  const std::uint32_t row_bytes = tm.box[0] * tm.elem_bytes;
+  const std::size_t bytes = static_cast<std::size_t>(row_bytes) * tm.box[1];
+  const auto a = reinterpret_cast<std::uintptr_t>(smem_dst);
+  if (a % swizzle_alignment(tm.swizzle) != 0) {
+    finding("misaligned", r.sites.name(site),
+            where() + ": the destination is not " + std::to_string(swizzle_alignment(tm.swizzle)) +
+                "-byte aligned, as " +
+                (tm.swizzle == Swizzle::kNone ? std::string("every TMA tile")
+                                              : "a " + std::to_string(swizzle_span(tm.swizzle)) +
+                                                    "-byte swizzled tile") +
+                " must be");
+    return;
+  }
+  Block* mb = nullptr;
+  MBar* m = mbar_at(bar, site, "cp.async.bulk.tensor", true, &mb);
+  if (m == nullptr) return;
+  std::string why;
+  std::size_t off = 0;
+  const int blk = find_smem_block(a, bytes, &why, &off);
+  if (blk < 0 || static_cast<std::uint32_t>(blk) != t.block || mb != &r.blocks[t.block]) {
+    finding("out_of_bounds", r.sites.name(site) + "|tma",
+            where() + ": destination or mbarrier: " +
+                (blk < 0 ? why : std::string("not this block's shared memory")));
+    return;
+  }
+  // The box, element by element, in shared-memory order after the swizzle; the in-bounds part of
+  // each row must lie in a live buffer (it is one global request per row for the tables).
+  BulkCopy copy{static_cast<unsigned char*>(smem_dst), bytes, {}, site, t.id, t.vc};
+  if (r.acc.size() <= site) r.acc.resize(site + 1);
+  SiteAcc& acc = r.acc[site];
+  for (std::uint32_t y = 0; y < tm.box[1]; ++y) {
+    const std::int64_t gy = static_cast<std::int64_t>(c1) + y;
+    const bool row_in = gy >= 0 && static_cast<std::uint64_t>(gy) < tm.dims[1];
+    std::int64_t first = -1, last = -1;
+    for (std::uint32_t x = 0; x < tm.box[0]; ++x) {
+      const std::int64_t gx = static_cast<std::int64_t>(c0) + x;
+      const bool in = row_in && gx >= 0 && static_cast<std::uint64_t>(gx) < tm.dims[0];
+      const std::uint32_t lin = y * row_bytes + x * tm.elem_bytes;
+      const std::uint32_t phys = swizzle_offset(tm.swizzle, lin);
+      const unsigned char* src =
+          in ? tm.global + static_cast<std::uint64_t>(gy) * tm.row_stride +
+                   static_cast<std::uint64_t>(gx) * tm.elem_bytes
+             : nullptr;
+      copy.segs.push_back(CopySegment{phys, src, tm.elem_bytes});
+      if (in) {
+        if (first < 0) first = gx;
+        last = gx;
+      }
+    }
+    if (first >= 0) {
+      const unsigned char* row0 = tm.global + static_cast<std::uint64_t>(gy) * tm.row_stride +
+                                  static_cast<std::uint64_t>(first) * tm.elem_bytes;
+      const std::size_t span = static_cast<std::size_t>(last - first + 1) * tm.elem_bytes;
+      std::uintptr_t begin = 0;
+      if (find_buffer(reinterpret_cast<std::uintptr_t>(row0), span, &why, &begin) == nullptr) {
+        finding("out_of_bounds", r.sites.name(site) + "|tma-global",
+                where() + ": row " + std::to_string(gy) + " of the tensor: " + why);
+        return;
+      }
+      const auto lo = reinterpret_cast<std::uintptr_t>(row0);
+      acc.sectors += ((lo + span - 1) >> 5) - (lo >> 5) + 1;
+    }
+  }
+  ++acc.requests;
+  ++r.report.mix.tma;
+  if (!shadow_access(t, r.blocks[t.block], off, bytes, true, false, site)) return;
+  for_cells(r.blocks[t.block], off, bytes, [&](Cell& c, std::size_t) {
+    c.pending = t.id;
+    return true;
+  });
+  m->tx -= static_cast<std::int64_t>(bytes);
+  m->copies.push_back(std::move(copy));
+  mbar_try_complete(r.blocks[t.block], *m);
 }
 
 const void* device_array(const char* name, std::size_t bytes) {
@@ -1374,6 +1478,45 @@ const void* device_array(const char* name, std::size_t bytes) {
 }
 
 }  // namespace detail
+
+// ---------------------------------------------------------------- tensor maps
+
+TensorMap2d encode_tensor_map_2d(const void* global, std::uint32_t elem_bytes, std::uint64_t dim0,
+                                 std::uint64_t dim1, std::uint64_t row_stride, std::uint32_t box0,
+                                 std::uint32_t box1, Swizzle swizzle) {
+  const auto bad = [](const std::string& why) { throw Error("encode_tensor_map_2d: " + why); };
+  if (elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4 && elem_bytes != 8)
+    bad("element size must be 1, 2, 4 or 8 bytes, got " + std::to_string(elem_bytes));
+  if (global == nullptr || reinterpret_cast<std::uintptr_t>(global) % 16 != 0)
+    bad("the global address must be non-null and 16-byte aligned");
+  if (dim0 == 0 || dim1 == 0 || dim0 > (std::uint64_t{1} << 32) || dim1 > (std::uint64_t{1} << 32))
+    bad("dims must be in [1, 2^32], got [" + std::to_string(dim0) + ", " + std::to_string(dim1) + "]");
+  if (row_stride % 16 != 0 || row_stride >= (std::uint64_t{1} << 40) || row_stride < dim0 * elem_bytes)
+    bad("the row stride must be a multiple of 16 below 2^40 covering a row (" +
+        std::to_string(dim0 * elem_bytes) + " bytes), got " + std::to_string(row_stride));
+  if (box0 == 0 || box1 == 0 || box0 > 256 || box1 > 256)
+    bad("box dims must be in [1, 256], got [" + std::to_string(box0) + ", " + std::to_string(box1) + "]");
+  if (box0 * elem_bytes % 16 != 0)
+    bad("the inner box (" + std::to_string(box0 * elem_bytes) + " bytes) must be a multiple of 16 bytes");
+  if (swizzle != Swizzle::kNone && box0 * elem_bytes > swizzle_span(swizzle))
+    bad("the inner box (" + std::to_string(box0 * elem_bytes) + " bytes) is wider than the " +
+        std::to_string(swizzle_span(swizzle)) + "-byte swizzle span");
+  std::string why;
+  std::uintptr_t begin = 0;
+  const std::size_t extent = static_cast<std::size_t>((dim1 - 1) * row_stride + dim0 * elem_bytes);
+  if (find_buffer(reinterpret_cast<std::uintptr_t>(global), extent, &why, &begin) == nullptr)
+    bad("the tensor (" + std::to_string(extent) + " bytes) is not inside one live buffer: " + why);
+  TensorMap2d tm;
+  tm.global = static_cast<const unsigned char*>(global);
+  tm.elem_bytes = elem_bytes;
+  tm.dims[0] = dim0;
+  tm.dims[1] = dim1;
+  tm.row_stride = row_stride;
+  tm.box[0] = box0;
+  tm.box[1] = box1;
+  tm.swizzle = swizzle;
+  return tm;
+}
 
 // ---------------------------------------------------------------- buffers
 
@@ -1442,8 +1585,11 @@ void run_cluster(Run& r, idx3 first_block) {
   const std::uint32_t nb = c.cluster.x * c.cluster.y * c.cluster.z;
   r.threads_per_block = c.block.x * c.block.y * c.block.z;
   r.warps_per_block = (r.threads_per_block + 31) / 32;
-  r.block_stride = ((c.smem_bytes + 2 * kSmemGuard + 15) / 16) * 16;
-  r.arena.assign(r.block_stride * nb, 0xEE);
+  r.block_stride = ((c.smem_bytes + 2 * kSmemGuard + kSmemGuard - 1) / kSmemGuard) * kSmemGuard;
+  r.arena_bytes = r.block_stride * nb;
+  r.arena.assign(r.arena_bytes + kSmemGuard, 0xEE);
+  const auto raw = reinterpret_cast<std::uintptr_t>(r.arena.data());
+  r.arena_base = r.arena.data() + ((kSmemGuard - raw % kSmemGuard) % kSmemGuard);
   r.blocks.assign(nb, Block{});
   const std::uint32_t n = nb * r.threads_per_block;
   r.threads.clear();
@@ -1461,7 +1607,7 @@ void run_cluster(Run& r, idx3 first_block) {
     const idx3 rel{k % c.cluster.x, (k / c.cluster.x) % c.cluster.y, k / (c.cluster.x * c.cluster.y)};
     b.bidx = idx3{first_block.x + rel.x, first_block.y + rel.y, first_block.z + rel.z};
     b.grid_linear = b.bidx.x + c.grid.x * (b.bidx.y + c.grid.y * b.bidx.z);
-    b.smem = r.arena.data() + k * r.block_stride + kSmemGuard;
+    b.smem = r.arena_base + k * r.block_stride + kSmemGuard;
     b.words.assign((c.smem_bytes + 3) / 4, Cell{});
     b.bytes.clear();
     b.warps.assign(r.warps_per_block, Coll{});
@@ -1624,7 +1770,8 @@ std::string LaunchReport::json() const {
   j["compulsory_bytes"] = config.compulsory_bytes;
   j["traffic_ratio"] = traffic_ratio;
   j["t_lower_us"] = {{"H100", t_lower_h100_us}, {"H200", t_lower_h200_us}};
-  j["mix"] = {{"global_loads", mix.global_loads},   {"global_stores", mix.global_stores},
+  j["mix"] = {{"tma", mix.tma},
+              {"global_loads", mix.global_loads},   {"global_stores", mix.global_stores},
               {"global_atomics", mix.global_atomics}, {"shared_loads", mix.shared_loads},
               {"shared_stores", mix.shared_stores}, {"shared_atomics", mix.shared_atomics},
               {"cp_async", mix.cp_async},           {"shuffles", mix.shuffles},

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,9 @@ struct FaultCase {
   enum { kMain, kHca, kIndexer } shape;
   bool decode;
 };
+
+// Shown by GoogleTest and ctest instead of the struct's bytes.
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.name; }
 
 class CompressorSimtFault : public ::testing::TestWithParam<FaultCase> {};
 

@@ -393,6 +393,71 @@ TEST(SimtExecutor, MbarrierPipelineAndItsFaults) {
               "init [%s]\n", parity.c_str(), ahead.c_str(), tx.c_str(), init.c_str());
 }
 
+// A TMA tile of a [50, 100] bf16 tensor at (64, 40): the box runs past both edges (zeros there).
+// Every thread reads back elements through the swizzle it assumes; the tile equals the tensor's
+// box in every swizzle mode when reader and tensor map agree.
+struct TmaCase {
+  Swizzle map, reader;
+  std::size_t smem_offset;  // of the tile in dynamic shared memory (after the mbarrier's 1024)
+};
+
+LaunchReport run_tma(const TmaCase& c, std::vector<std::uint16_t>* got, std::vector<std::uint16_t>* want) {
+  constexpr std::uint64_t kRows = 50, kCols = 100, kStride = 208;  // 104 elements: 16-byte rows
+  std::vector<std::uint16_t> x(kRows * kStride / 2);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<std::uint16_t>(i * 7 + 1);
+  Buffer<std::uint16_t> src("tensor", x);
+  const std::uint32_t box0 = c.map == Swizzle::kNone ? 64 : swizzle_span(c.map) / 2, box1 = 16;
+  const TensorMap2d tm = encode_tensor_map_2d(src.cptr().address(), 2, kCols, kRows, kStride, box0,
+                                              box1, c.map);
+  const int c0 = 64, c1 = 40;
+  want->assign(box0 * box1, 0);
+  for (std::uint32_t y = 0; y < box1; ++y)
+    for (std::uint32_t e = 0; e < box0; ++e)
+      if (c1 + y < kRows && c0 + e < kCols) (*want)[y * box0 + e] = x[(c1 + y) * kStride / 2 + c0 + e];
+  Buffer<std::uint16_t> out("out", box0 * box1, 0xFFFF);
+  const gptr<std::uint16_t> po = out.ptr();
+  const Swizzle reader = c.reader;
+  const std::size_t at = c.smem_offset;
+  const LaunchReport r = launch(config("tma_tile", 1, 64, 4096 + box0 * box1 * 2), [&] {
+    const sptr<std::uint64_t> bar = dynamic_smem<std::uint64_t>();
+    const sptr<unsigned char> tile = scast<unsigned char>(bar) + at;
+    const unsigned tid = thread_idx().x;
+    if (tid == 0) mbar_init(bar, 1);
+    sync_threads();
+    if (tid == 0) {
+      mbar_arrive_expect_tx(bar, box0 * box1 * 2);
+      tma_load_2d(tile, tm, c0, c1, bar);
+    }
+    mbar_wait_parity(bar, 0);
+    for (std::uint32_t i = tid; i < box0 * box1; i += 64)
+      st(po + i, ld(scast<std::uint16_t>(tile + swizzle_offset(reader, i * 2))));
+  }, {.throw_on_error = false});
+  *got = out.read();
+  return r;
+}
+
+TEST(SimtExecutor, TmaTilesWithEverySwizzle) {
+  std::vector<std::uint16_t> got, want;
+  for (Swizzle s : {Swizzle::kNone, Swizzle::k32B, Swizzle::k64B, Swizzle::k128B}) {
+    const LaunchReport r = run_tma({s, s, 1024}, &got, &want);
+    ASSERT_TRUE(r.ok()) << r.summary();
+    EXPECT_EQ(got, want) << "swizzle " << static_cast<int>(s);
+    EXPECT_EQ(r.mix.tma, 1u);
+  }
+  // A reader assuming another swizzle than the tensor map gets other bytes.
+  run_tma({Swizzle::k128B, Swizzle::k64B, 1024}, &got, &want);
+  EXPECT_NE(got, want);
+  // A 128-byte swizzled tile must start on a 1024-byte boundary.
+  const LaunchReport r = run_tma({Swizzle::k128B, Swizzle::k128B, 1024 + 512}, &got, &want);
+  EXPECT_TRUE(r.has("misaligned")) << r.summary();
+  // The encoder refuses what cuTensorMapEncodeTiled refuses.
+  Buffer<std::uint16_t> t("t", 4096);
+  EXPECT_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 32, 128, 64, 8, Swizzle::k64B), Error);
+  EXPECT_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 32, 120, 32, 8, Swizzle::k64B), Error);
+  EXPECT_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 65, 128, 32, 8, Swizzle::k64B), Error);  // past the buffer
+  EXPECT_NO_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 32, 128, 32, 8, Swizzle::k64B));
+}
+
 TEST(SimtExecutor, BankConflictsOfAStridedSharedAccess) {
   LaunchReport r = launch(config("banks", 1, 32, 32 * 33 * 4), [&] {
     const sptr<float> s = dynamic_smem<float>();

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct Geometry {
   bool fused;
   int cluster, clusters;
 };
+
+// Shown by GoogleTest and ctest instead of the struct's bytes.
+void PrintTo(const Geometry& c, std::ostream* os) { *os << c.name; }
 
 class MhcSimt : public ::testing::TestWithParam<Geometry> {};
 
@@ -174,6 +178,9 @@ Verdict judge(const FaultCase& fc) {
   }
   return v;
 }
+
+// Shown by GoogleTest and ctest instead of the struct's bytes.
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.name; }
 
 class MhcSimtFault : public ::testing::TestWithParam<FaultCase> {};
 

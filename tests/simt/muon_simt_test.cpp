@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,9 @@ struct FaultCase {
   const char* name;
   std::int64_t rows, cols;
 };
+
+// Shown by GoogleTest and ctest instead of the struct's bytes.
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.name; }
 
 class MuonSimtFault : public ::testing::TestWithParam<FaultCase> {};
 

@@ -43,7 +43,7 @@ struct RunOptions {
 
 // What a check found. kind: out_of_bounds, misaligned, shared_race, uninitialized_read,
 // global_write_conflict, barrier_mismatch, deadlock, warp_collective, cp_async, dsmem,
-// mbarrier, kernel_exception.
+// mbarrier, tma, kernel_exception.
 struct Finding {
   std::string kind;
   std::string message;
@@ -68,7 +68,7 @@ struct InstructionMix {
   std::uint64_t shared_loads = 0, shared_stores = 0, shared_atomics = 0;
   std::uint64_t cp_async = 0, shuffles = 0, votes = 0;
   std::uint64_t barriers = 0, warp_syncs = 0, cluster_barriers = 0;
-  std::uint64_t mma = 0;
+  std::uint64_t tma = 0, mma = 0;
 };
 
 struct LaunchReport {
@@ -102,6 +102,14 @@ LaunchReport launch(const LaunchConfig& cfg, const std::function<void()>& kernel
 
 // Writes r.json() to `path` atomically (temp file + rename).
 void write_report(const LaunchReport& r, const std::string& path);
+
+// A 2-D tensor map over `global` (a live Buffer's memory): dims and box in elements (innermost
+// first), row_stride in bytes. Checks cuTensorMapEncodeTiled's rules (16-byte aligned base,
+// row stride a multiple of 16 below 2^40, dims in [1, 2^32], box in [1, 256] with the inner box a
+// multiple of 16 bytes and no wider than the swizzle span) and throws Error naming the field.
+TensorMap2d encode_tensor_map_2d(const void* global, std::uint32_t elem_bytes,
+                                 std::uint64_t dim0, std::uint64_t dim1, std::uint64_t row_stride,
+                                 std::uint32_t box0, std::uint32_t box1, Swizzle swizzle);
 
 // ---------------------------------------------------------------- global memory
 

@@ -17,6 +17,7 @@
 
 #if defined(__CUDACC__)
 #include <cooperative_groups.h>
+#include <cuda.h>
 #include <cuda_runtime.h>
 #define V4REF_SIMT_DEVICE __device__ __forceinline__
 #define V4REF_SIMT_HD __host__ __device__ __forceinline__
@@ -110,6 +111,23 @@ V4REF_SIMT_HD sptr<U> scast(sptr<T> p) {
   return sptr<U>(reinterpret_cast<U*>(p.address()));
 }
 
+// Shared-memory swizzle of TMA tiles (and of the wgmma operand layouts): inside an atom of 8 rows
+// of the span (256, 512 or 1024 bytes), the 16-byte chunk bits [4, 4 + b) of a byte offset are
+// XORed with its row bits [7, 7 + b); b = 1, 2, 3 for 32-, 64- and 128-byte spans.
+enum class Swizzle : std::uint8_t { kNone = 0, k32B = 1, k64B = 2, k128B = 3 };
+V4REF_SIMT_HD constexpr std::uint32_t swizzle_offset(Swizzle s, std::uint32_t off) {
+  const std::uint32_t mask = (1u << static_cast<unsigned>(s)) - 1u;
+  return off ^ (((off >> 7) & mask) << 4);
+}
+// The span of a swizzled row (bytes) and the alignment a swizzled tile needs (its atom; 128
+// bytes, TMA's minimum, without swizzle).
+V4REF_SIMT_HD constexpr std::uint32_t swizzle_span(Swizzle s) {
+  return s == Swizzle::kNone ? 0u : 16u << static_cast<unsigned>(s);
+}
+V4REF_SIMT_HD constexpr std::uint32_t swizzle_alignment(Swizzle s) {
+  return 128u << static_cast<unsigned>(s);
+}
+
 #if defined(__CUDACC__)
 // ================================================================ device: native instructions
 
@@ -126,7 +144,7 @@ V4REF_SIMT_DEVICE unsigned cluster_num_blocks() {
 
 template <class T>
 V4REF_SIMT_DEVICE sptr<T> dynamic_smem() {
-  extern __shared__ __align__(16) unsigned char v4ref_simt_smem[];
+  extern __shared__ __align__(1024) unsigned char v4ref_simt_smem[];
   return sptr<T>(reinterpret_cast<T*>(v4ref_simt_smem));
 }
 
@@ -282,6 +300,22 @@ V4REF_SIMT_DEVICE void mbar_wait_parity(sptr<std::uint64_t> bar, unsigned parity
   while (!mbar_try_wait_parity(bar, parity)) {
   }
 }
+// A 2-D tensor map (CUtensorMap, encoded on the host by cuTensorMapEncodeTiled), passed to the
+// kernel as a __grid_constant__ parameter.
+struct TensorMap2d {  // CUtensorMap carries its own 64-byte alignment
+  CUtensorMap map;
+};
+// TMA tiled load of the box at (c0, c1) (elements, innermost first) into dst, completing as
+// transaction bytes on bar; out-of-bounds elements are zero.
+template <class T>
+V4REF_SIMT_DEVICE void tma_load_2d(sptr<T> dst, const TensorMap2d& tm, int c0, int c1,
+                                   sptr<std::uint64_t> bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(smem_u32(dst.address())),
+      "l"(&tm.map), "r"(c0), "r"(c1), "r"(smem_u32(bar.address()))
+      : "memory");
+}
 // cp.async.bulk global -> shared of `bytes` (a multiple of 16, 16-byte aligned), completing as
 // transaction bytes on `bar`.
 template <class T, class U>
@@ -333,6 +367,22 @@ void mbar_init(void* bar, unsigned count, const Loc& loc);
 void mbar_arrive(void* bar, unsigned expect_tx, bool with_tx, const Loc& loc);
 bool mbar_wait(void* bar, unsigned parity, bool block, const Loc& loc);
 void bulk_copy(void* smem_dst, const void* gmem_src, std::size_t bytes, void* bar, const Loc& loc);
+}  // namespace detail
+
+// A 2-D tensor map as the executor keeps it (the device's CUtensorMap holds the same fields):
+// made by simt::encode_tensor_map_2d (executor.hpp), which checks cuTensorMapEncodeTiled's rules.
+struct TensorMap2d {
+  const unsigned char* global = nullptr;
+  std::uint32_t elem_bytes = 0;
+  std::uint64_t dims[2] = {0, 0};  // elements, innermost first
+  std::uint64_t row_stride = 0;    // bytes between rows (dimension 1)
+  std::uint32_t box[2] = {0, 0};
+  Swizzle swizzle = Swizzle::kNone;
+};
+
+namespace detail {
+void tma_load_2d(void* smem_dst, const TensorMap2d& tm, int c0, int c1, void* bar,
+                 const Loc& loc);
 void cp_async_commit(const Loc& loc);
 void cp_async_wait(int pending, const Loc& loc);
 const void* device_array(const char* name, std::size_t bytes);
@@ -520,6 +570,11 @@ template <class T, class U>
 void bulk_copy_g2s(sptr<T> dst, gptr<U> src, unsigned bytes, sptr<std::uint64_t> bar,
                    const Loc& loc = Loc::current()) {
   detail::bulk_copy(dst.address(), src.address(), bytes, bar.address(), loc);
+}
+template <class T>
+void tma_load_2d(sptr<T> dst, const TensorMap2d& tm, int c0, int c1, sptr<std::uint64_t> bar,
+                 const Loc& loc = Loc::current()) {
+  detail::tma_load_2d(dst.address(), tm, c0, c1, bar.address(), loc);
 }
 
 #define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                         \
