@@ -1,0 +1,32 @@
+// The top-k kernel from its source in the SIMT executor on a decode row of 262,144 candidates
+// (1M context, label slow): the reference's set for Flash's and Pro's k.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "../common/topk_inputs.hpp"
+#include "v4ref/cuda/topk_simt.hpp"
+#include "v4ref/ref/core/rng.hpp"
+
+namespace v4ref {
+namespace {
+
+TEST(TopkSimtSlow, DecodeRowAt1MContext) {
+  test::TopkRows r;
+  r.stride = 262144;
+  Rng rng(derive_seed("topk_simt", "1m", "", 3));
+  std::vector<float> row(262144);
+  for (float& x : row) x = static_cast<float>(rng.normal());
+  for (std::size_t i = 0; i < row.size(); i += 1000) row[i] = 2.5f;  // ties across the cut
+  r.add("1m_decode", row, 262144);
+  for (const std::int64_t k : {512, 1024}) {
+    cuda::TopkSimtOptions o;
+    o.run.analysis = false;
+    EXPECT_EQ(cuda::topk_simt(r.scores.data(), 1, r.stride, r.visible.data(), k, o),
+              test::topk_reference(r, 0, k))
+        << "k=" << k;
+  }
+}
+
+}  // namespace
+}  // namespace v4ref
