@@ -290,9 +290,9 @@ V4REF_HD inline std::int64_t packed_fn_index(int r, int k, std::int64_t i) {
   return (i / kChunk) * kFnBlock + (k * kMix + r) * kChunk + i % kChunk;
 }
 
-
+// The 8 packed fn values of one (stream, row) at p: two 16-byte loads from shared memory.
 template <class T>
-V4REF_HD void load_fn8(simt::sptr<T> p, float w[kChunk]) {  // two 16-byte shared loads
+V4REF_HD void load_fn8(simt::sptr<T> p, float w[kChunk]) {
   const simt::f32x4 a = simt::ld(simt::scast<const simt::f32x4>(p));
   const simt::f32x4 b = simt::ld(simt::scast<const simt::f32x4>(p + 4));
   w[0] = a.x;
@@ -303,22 +303,6 @@ V4REF_HD void load_fn8(simt::sptr<T> p, float w[kChunk]) {  // two 16-byte share
   w[5] = b.y;
   w[6] = b.z;
   w[7] = b.w;
-}
-V4REF_HD inline void load_fn8(const float* p, float w[kChunk]) {
-#if defined(__CUDA_ARCH__)
-  const float4 a = reinterpret_cast<const float4*>(p)[0];
-  const float4 b = reinterpret_cast<const float4*>(p)[1];
-  w[0] = a.x;
-  w[1] = a.y;
-  w[2] = a.z;
-  w[3] = a.w;
-  w[4] = b.x;
-  w[5] = b.y;
-  w[6] = b.z;
-  w[7] = b.w;
-#else
-  for (int e = 0; e < kChunk; ++e) w[e] = p[e];
-#endif
 }
 
 // Phase A of one chunk starting at element i0: the new streams (fused mode: returned in `out`
