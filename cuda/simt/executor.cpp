@@ -5,6 +5,7 @@
 // cp.async completion, cross-block global writes), counted and grouped into warp-level requests
 // for the traffic and bank tables.
 #include "v4ref/cuda/simt/executor.hpp"
+#include "v4ref/ref/core/formats.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <array>
 #include <boost/context/fiber.hpp>
 #include <boost/context/stack_context.hpp>
+#include <cmath>
 #include <cinttypes>
 #include <cstdio>
 #include <deque>
@@ -161,6 +163,7 @@ struct Cell {
   std::uint32_t pending = kNone;  // thread whose cp.async into these bytes has not completed
   bool atomic = false;
   bool split = false;             // word cells only: see Block::bytes
+  std::uint8_t layout = 0xFF;     // swizzle of the TMA copy that wrote these bytes; 0xFF: other
 };
 
 struct Copy {
@@ -252,6 +255,17 @@ struct Block {
   // Each must happen before this block exits (a cluster barrier after the last remote access).
   std::unordered_map<std::uint32_t, Epoch> remote;
   std::unordered_map<std::size_t, MBar> mbars;  // by shared offset
+  // wgmma in flight per warpgroup: the issued operands and each thread's accumulators
+  struct Wgmma {
+    int arrived = 0, n = 0;
+    detail::MmaType type = detail::MmaType::kBf16;
+    std::uint64_t da = 0, db = 0;
+    bool accumulate = false;
+    std::uint32_t site = 0;
+    std::array<float*, 128> d{};
+    std::vector<Thread*> waiters;
+  };
+  std::vector<Wgmma> wgmma;
 };
 
 // One warp-level instruction: the accesses of its lanes (the k-th execution of a site by each
@@ -749,6 +763,7 @@ bool shadow_access(Thread& t, Block& b, std::size_t off, std::size_t n, bool wri
       s.more = 0;
     }
     s.atomic = atomic;
+    s.layout = 0xFF;
     return true;
   });
 }
@@ -1462,11 +1477,202 @@ void tma_load_2d(void* smem_dst, const TensorMap2d& tm, int c0, int c1, void* ba
   if (!shadow_access(t, r.blocks[t.block], off, bytes, true, false, site)) return;
   for_cells(r.blocks[t.block], off, bytes, [&](Cell& c, std::size_t) {
     c.pending = t.id;
+    c.layout = static_cast<std::uint8_t>(tm.swizzle);
     return true;
   });
   m->tx -= static_cast<std::int64_t>(bytes);
   m->copies.push_back(std::move(copy));
   mbar_try_complete(r.blocks[t.block], *m);
+}
+
+std::uint32_t smem_address(const void* p, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  std::string why;
+  std::size_t off = 0;
+  const int blk = find_smem_block(reinterpret_cast<std::uintptr_t>(p), 0, &why, &off);
+  if (blk < 0 || static_cast<std::uint32_t>(blk) != t.block) {
+    const std::uint32_t site = site_of(loc, "sync", "desc", 0);
+    finding("wgmma", r.sites.name(site),
+            who(t) + ": a matrix descriptor at " + r.sites.name(site) + " of " +
+                (blk < 0 ? why : std::string("another block's shared memory")));
+    return 0;
+  }
+  return static_cast<std::uint32_t>(off);
+}
+
+void wgmma_sync(const char* what, const Loc& loc) {
+  check_abort();
+  record(site_of(loc, "sync", what, 0), nullptr, 0);
+}
+
+}  // namespace detail
+
+namespace {
+
+struct Desc {
+  std::uint32_t start, lbo, sbo;
+  Swizzle swizzle;
+};
+Desc decode_desc(std::uint64_t d) {
+  const std::uint64_t code = d >> 62;
+  const Swizzle s = code == 1 ? Swizzle::k128B : code == 2 ? Swizzle::k64B : code == 3 ? Swizzle::k32B
+                                                                                      : Swizzle::kNone;
+  return {static_cast<std::uint32_t>(d & 0x3FFF) << 4, static_cast<std::uint32_t>((d >> 16) & 0x3FFF) << 4,
+          static_cast<std::uint32_t>((d >> 32) & 0x3FFF) << 4, s};
+}
+// Shared byte offset of the 16-byte chunk c of K-major row r (bf16: k = 8c .. 8c + 7; e4m3:
+// k = 16c .. 16c + 15).
+std::uint32_t chunk_offset(const Desc& d, int r, int c) {
+  if (d.swizzle == Swizzle::kNone)
+    return d.start + static_cast<std::uint32_t>(r / 8) * d.sbo + static_cast<std::uint32_t>(c) * d.lbo +
+           static_cast<std::uint32_t>(r % 8) * 16;
+  const std::uint32_t lin = d.start + static_cast<std::uint32_t>(r / 8) * d.sbo +
+                            static_cast<std::uint32_t>(r % 8) * swizzle_span(d.swizzle) +
+                            static_cast<std::uint32_t>(c) * 16;
+  return swizzle_offset(d.swizzle, lin);
+}
+
+float bf16_at(const unsigned char* p) {
+  std::uint16_t h;
+  std::memcpy(&h, p, 2);
+  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// One output of an instruction (K = 16 bf16 or 32 e4m3 products) under the run's model.
+float mma_accumulate(float acc, const float* a, const float* b, const RunOptions& opt, int K) {
+  if (opt.mma_model == MmaModel::kIeeeFp32) {
+    for (int k = 0; k < K; ++k) acc = acc + a[k] * b[k];  // bf16 and e4m3 products are exact
+    return acc;
+  }
+  double terms[33];
+  terms[0] = acc;
+  int emax = -100000;
+  for (int k = 0; k < K; ++k) terms[k + 1] = static_cast<double>(a[k]) * static_cast<double>(b[k]);
+  for (int k = K + 1; k < 33; ++k) terms[k] = 0.0;
+  for (const double x : terms)
+    if (x != 0.0 && std::isfinite(x)) emax = std::max(emax, std::ilogb(x));
+  if (emax == -100000) return acc + 0.0f;
+  const double quantum = std::ldexp(1.0, emax - opt.mma_bits + 1);
+  double sum = 0;
+  for (const double x : terms) sum += std::trunc(x / quantum) * quantum;
+  float out = static_cast<float>(sum);
+  if (std::abs(static_cast<double>(out)) > std::abs(sum)) out = std::nextafter(out, 0.0f);  // toward 0
+  return out;
+}
+
+void run_wgmma(Block& b, Block::Wgmma& w, Thread& last) {
+  Run& r = *g_run;
+  const bool fp8 = w.type == detail::MmaType::kE4m3;
+  const int K = fp8 ? 32 : 16, per_chunk = fp8 ? 16 : 8;
+  const Desc da = decode_desc(w.da), db = decode_desc(w.db);
+  const std::string sname = r.sites.name(w.site);
+  // Participants' clocks joined: the operands must be ordered before the instruction.
+  std::vector<std::uint32_t> join;
+  const std::uint32_t first = b.first_thread + (last.linear / 128) * 128;
+  for (std::uint32_t i = 0; i < 128; ++i) join_into(join, r.threads[first + i].vc);
+  std::swap(last.vc, join);
+  const auto load_rows = [&](const Desc& d, int rows, const char* name, std::vector<float>& out) {
+    out.assign(static_cast<std::size_t>(rows) * K, 0.0f);
+    for (int row = 0; row < rows; ++row)
+      for (int c = 0; c < 2; ++c) {
+        const std::uint32_t off = chunk_offset(d, row, c);
+        if (static_cast<std::size_t>(off) + 16 > r.cfg->smem_bytes) {
+          finding("out_of_bounds", sname + "|" + name,
+                  who(last) + ": wgmma at " + sname + ": operand " + name + " row " +
+                      std::to_string(row) + " at shared offset " + std::to_string(off) +
+                      " is past the " + std::to_string(r.cfg->smem_bytes) + " bytes");
+          return false;
+        }
+        if (!shadow_access(last, b, off, 16, false, false, w.site)) return false;
+        bool ok = true;
+        for_cells(b, off, 16, [&](Cell& cell, std::size_t at) {
+          if (cell.layout != 0xFF && cell.layout != static_cast<std::uint8_t>(d.swizzle)) {
+            finding("swizzle_mismatch", sname + "|" + name,
+                    who(last) + ": wgmma at " + sname + " reads operand " + name +
+                        " with a " + std::to_string(swizzle_span(d.swizzle)) +
+                        "-byte swizzle descriptor (0: none) at shared offset " + std::to_string(at) +
+                        ", which a TMA copy wrote with the " +
+                        std::to_string(swizzle_span(static_cast<Swizzle>(cell.layout))) +
+                        "-byte swizzle");
+            ok = false;
+          }
+          return ok;
+        });
+        if (!ok) return false;
+        for (int e = 0; e < per_chunk; ++e)
+          out[static_cast<std::size_t>(row) * K + c * per_chunk + e] =
+              fp8 ? fmt::e4m3_to_float(b.smem[off + e]) : bf16_at(b.smem + off + 2 * e);
+      }
+    return true;
+  };
+  std::vector<float> A, B;
+  const bool ok = load_rows(da, 64, "A", A) && load_rows(db, w.n, "B", B);
+  std::swap(last.vc, join);
+  if (!ok) return;
+  ++r.report.mix.mma;
+  for (std::uint32_t tw = 0; tw < 128; ++tw) {
+    float* d = w.d[tw];
+    const int warp = static_cast<int>(tw / 32), lane = static_cast<int>(tw % 32);
+    const int rows[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
+    for (int i = 0; i < w.n / 8; ++i)
+      for (int q = 0; q < 4; ++q) {
+        const int m = rows[q / 2], n = 8 * i + 2 * (lane % 4) + q % 2;
+        const float acc = w.accumulate ? d[4 * i + q] : 0.0f;
+        d[4 * i + q] = mma_accumulate(acc, &A[static_cast<std::size_t>(m) * K],
+                                      &B[static_cast<std::size_t>(n) * K], *r.opt, K);
+      }
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+void wgmma(float* d, int n, MmaType type, std::uint64_t desc_a, std::uint64_t desc_b,
+           bool accumulate, const Loc& loc) {
+  check_abort();
+  Run& r = run();
+  Thread& t = cur();
+  const std::uint32_t site = site_of(loc, "sync", "wgmma.mma_async", 0);
+  record(site, nullptr, 0);
+  if (r.threads_per_block % 128 != 0) {
+    finding("wgmma", r.sites.name(site),
+            who(t) + ": wgmma at " + r.sites.name(site) + " in a block of " +
+                std::to_string(r.threads_per_block) + " threads (warpgroups of 128 need a multiple)");
+    throw Aborted{};
+  }
+  Block& b = r.blocks[t.block];
+  if (b.wgmma.empty()) b.wgmma.resize(r.threads_per_block / 128);
+  Block::Wgmma& w = b.wgmma[t.linear / 128];
+  if (w.arrived == 0) {
+    w.type = type;
+    w.n = n;
+    w.da = desc_a;
+    w.db = desc_b;
+    w.accumulate = accumulate;
+    w.site = site;
+  } else if (w.n != n || w.type != type || w.da != desc_a || w.db != desc_b ||
+             w.accumulate != accumulate) {
+    finding("wgmma", r.sites.name(site),
+            who(t) + ": wgmma at " + r.sites.name(site) + " with other operands, shape or scale-d " +
+                "than the rest of its warpgroup (" + r.sites.name(w.site) + ")");
+    throw Aborted{};
+  }
+  w.d[t.linear % 128] = d;
+  if (++w.arrived < 128) {
+    w.waiters.push_back(&t);
+    block_here("wgmma.mma_async (warpgroup " + std::to_string(t.linear / 128) + ")", site);
+    return;
+  }
+  run_wgmma(b, w, t);
+  for (Thread* x : w.waiters) make_ready(*x);
+  w = Block::Wgmma{};
+  yield_ready();
 }
 
 const void* device_array(const char* name, std::size_t bytes) {

@@ -43,4 +43,23 @@ __global__ void simt_dialect_tma_kernel(const __grid_constant__ TensorMap2d tm, 
      ld(tile + swizzle_offset(Swizzle::k128B, thread_idx().x * 4) / 4));
 }
 
+__global__ void simt_dialect_wgmma_kernel(gptr<float> out) {
+  const sptr<unsigned char> smem = dynamic_smem<unsigned char>();
+  const std::uint64_t da = make_smem_desc(smem, 16, 256, Swizzle::k32B);
+  const std::uint64_t db = make_smem_desc(smem + 2048, 128, 256, Swizzle::kNone);
+  float d16[8] = {};
+  float d64[32] = {};
+  wgmma_fence();
+  wgmma_bf16_ss<16>(d16, da, db, false);
+  wgmma_bf16_ss<64>(d64, da, db, true);
+  wgmma_e4m3_ss<16>(d16, da, db, true);
+  wgmma_e4m3_ss<64>(d64, da, db, true);
+  wgmma_commit_group();
+  wgmma_wait_group<0>();
+  float s = 0.0f;
+  for (float v : d16) s += v;
+  for (float v : d64) s += v;
+  st(out + thread_idx().x, s);
+}
+
 }  // namespace v4ref::cuda::simt_dialect

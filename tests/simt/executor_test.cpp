@@ -4,9 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <vector>
+
+#include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/rng.hpp"
 
 namespace v4ref::cuda::simt {
 namespace {
@@ -456,6 +461,184 @@ TEST(SimtExecutor, TmaTilesWithEverySwizzle) {
   EXPECT_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 32, 120, 32, 8, Swizzle::k64B), Error);
   EXPECT_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 65, 128, 32, 8, Swizzle::k64B), Error);  // past the buffer
   EXPECT_NO_THROW(encode_tensor_map_2d(t.cptr().address(), 2, 64, 32, 128, 32, 8, Swizzle::k64B));
+}
+
+// wgmma m64n16k16 (bf16, fp32 accumulators) on operands in shared memory: staged by TMA with the
+// 32-byte swizzle (rows of 16 bf16 = the span; SBO = 8 rows · 32 B), or by plain stores in the
+// unswizzled core-matrix layout (LBO = 128 B along K, SBO = 256 B per 8 rows). Each thread writes
+// its fragment back: D[row][col] by the register layout of the PTX ISA.
+enum class WgFault { kNone, kDescSwizzle64, kWrongSbo };
+
+LaunchReport run_wgmma(bool tma, WgFault fault, const RunOptions& opt, const std::vector<std::uint16_t>& a,
+                       const std::vector<std::uint16_t>& b, std::vector<float>* d_out) {
+  Buffer<std::uint16_t> ga("A", a), gb("B", b);
+  Buffer<float> out("D", 64 * 16, -1.0f);
+  const TensorMap2d ta = encode_tensor_map_2d(ga.cptr().address(), 2, 16, 64, 32, 16, 64, Swizzle::k32B);
+  const TensorMap2d tb = encode_tensor_map_2d(gb.cptr().address(), 2, 16, 16, 32, 16, 16, Swizzle::k32B);
+  const gptr<const std::uint16_t> pa = ga.cptr(), pb = gb.cptr();
+  const gptr<float> po = out.ptr();
+  LaunchReport r = launch(config("wgmma_tile", 1, 128, 1024 + 2048 + 1024), [&] {
+    const sptr<std::uint64_t> bar = dynamic_smem<std::uint64_t>();
+    const sptr<unsigned char> sa = scast<unsigned char>(bar) + 1024, sb = sa + 2048;
+    const unsigned tid = thread_idx().x;
+    std::uint64_t da = 0, db = 0;
+    if (tma) {
+      if (tid == 0) {
+        mbar_init(bar, 1);
+        mbar_arrive_expect_tx(bar, 64 * 32 + 16 * 32);
+        tma_load_2d(sa, ta, 0, 0, bar);
+        tma_load_2d(sb, tb, 0, 0, bar);
+      }
+      sync_threads();
+      mbar_wait_parity(bar, 0);
+      const Swizzle ds = fault == WgFault::kDescSwizzle64 ? Swizzle::k64B : Swizzle::k32B;
+      const std::uint32_t sbo = fault == WgFault::kWrongSbo ? 512 : 256;
+      da = make_smem_desc(sa, 16, sbo, ds);
+      db = make_smem_desc(sb, 16, sbo, ds);
+    } else {
+      for (unsigned i = tid; i < 64 * 16; i += 128) {  // core matrices: 8 rows x 16 B
+        const unsigned row = i / 16, k = i % 16;
+        st(scast<std::uint16_t>(sa + (row / 8) * 256 + (k / 8) * 128 + (row % 8) * 16) + k % 8, ld(pa + i));
+        if (i < 16 * 16)
+          st(scast<std::uint16_t>(sb + (row / 8) * 256 + (k / 8) * 128 + (row % 8) * 16) + k % 8, ld(pb + i));
+      }
+      sync_threads();
+      da = make_smem_desc(sa, 128, 256, Swizzle::kNone);
+      db = make_smem_desc(sb, 128, 256, Swizzle::kNone);
+    }
+    float d[8] = {};
+    wgmma_fence();
+    wgmma_bf16_ss<16>(d, da, db, false);
+    wgmma_commit_group();
+    wgmma_wait_group<0>();
+    const unsigned warp = tid / 32, lane = tid % 32;
+    for (int i = 0; i < 2; ++i)
+      for (int q = 0; q < 4; ++q) {
+        const unsigned row = 16 * warp + lane / 4 + (q / 2) * 8, col = 8 * i + 2 * (lane % 4) + q % 2;
+        st(po + row * 16 + col, d[4 * i + q]);
+      }
+  }, opt);
+  *d_out = out.read();
+  return r;
+}
+
+TEST(SimtExecutor, WgmmaFromSwizzledAndCoreMatrixLayouts) {
+  Rng rng(derive_seed("simt", "wgmma", "", 11));
+  std::vector<std::uint16_t> a(64 * 16), b(16 * 16);
+  const auto bf16 = [&](double x) {
+    float f = static_cast<float>(x);
+    std::uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return static_cast<std::uint16_t>(u >> 16);  // truncated to bf16: exactly representable
+  };
+  const auto val = [](std::uint16_t h) {
+    const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  for (auto& x : a) x = bf16(std::ldexp(rng.normal(), static_cast<int>(rng.uniform() * 16) - 8));
+  for (auto& x : b) x = bf16(rng.normal());
+  // The IEEE model: products exact, summed in k order in fp32.
+  std::vector<float> ieee(64 * 16);
+  std::vector<double> exact(64 * 16), mag(64 * 16);
+  for (int m = 0; m < 64; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float acc = 0.0f;
+      for (int k = 0; k < 16; ++k) {
+        acc = acc + val(a[m * 16 + k]) * val(b[n * 16 + k]);
+        exact[m * 16 + n] += static_cast<double>(val(a[m * 16 + k])) * val(b[n * 16 + k]);
+        mag[m * 16 + n] = std::max(mag[m * 16 + n], std::abs(static_cast<double>(val(a[m * 16 + k])) * val(b[n * 16 + k])));
+      }
+      ieee[m * 16 + n] = acc;
+    }
+  std::vector<float> d;
+  for (const bool tma : {true, false}) {
+    const LaunchReport r = run_wgmma(tma, WgFault::kNone, {}, a, b, &d);
+    ASSERT_TRUE(r.ok()) << r.summary();
+    EXPECT_EQ(d, ieee) << (tma ? "TMA, 32-byte swizzle" : "core matrices");
+    EXPECT_EQ(r.mix.mma, 1u);
+  }
+  // The aligned-and-truncated model with 14 bits (FP8 on Hopper, DeepSeek-V3 report): within
+  // 17 truncations of the largest term's quantum and one of the result, and not equal to IEEE.
+  RunOptions t14;
+  t14.mma_model = MmaModel::kAlignedTruncated;
+  t14.mma_bits = 14;
+  ASSERT_TRUE(run_wgmma(true, WgFault::kNone, t14, a, b, &d).ok());
+  int differ = 0;
+  for (int i = 0; i < 64 * 16; ++i) {
+    const double bound = 17.0 * std::ldexp(1.0, std::ilogb(std::max(mag[i], std::abs(exact[i]))) - 13) +
+                         std::abs(exact[i]) * 0x1.0p-23;
+    EXPECT_LE(std::abs(static_cast<double>(d[i]) - exact[i]), bound) << i;
+    differ += d[i] != ieee[i] ? 1 : 0;
+  }
+  EXPECT_GT(differ, 0);
+  // A descriptor whose swizzle differs from the TMA that wrote the tile, and a wrong stride.
+  const LaunchReport sw = run_wgmma(true, WgFault::kDescSwizzle64, {.throw_on_error = false}, a, b, &d);
+  EXPECT_TRUE(sw.has("swizzle_mismatch")) << sw.summary();
+  const LaunchReport sbo = run_wgmma(true, WgFault::kWrongSbo, {.throw_on_error = false}, a, b, &d);
+  EXPECT_TRUE(!sbo.ok() || d != ieee) << "a wrong stride byte offset went unnoticed";
+}
+
+// wgmma m64n16k32 with fp8 e4m3 operands in the unswizzled core-matrix layout (16 values per
+// 16-byte row of a core matrix): the IEEE model is the k-ordered fp32 sum of the exact products;
+// the 14-bit aligned-truncated model stays within its bound.
+TEST(SimtExecutor, WgmmaE4m3) {
+  Rng rng(derive_seed("simt", "wgmma_e4m3", "", 5));
+  std::vector<std::uint8_t> a(64 * 32), b(16 * 32);
+  for (auto& x : a) x = fmt::e4m3_encode(std::ldexp(rng.normal(), static_cast<int>(rng.uniform() * 8) - 4));
+  for (auto& x : b) x = fmt::e4m3_encode(rng.normal());
+  std::vector<float> ieee(64 * 16);
+  std::vector<double> exact(64 * 16), mag(64 * 16);
+  for (int m = 0; m < 64; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float acc = 0.0f;
+      for (int k = 0; k < 32; ++k) {
+        const float p = fmt::e4m3_to_float(a[m * 32 + k]) * fmt::e4m3_to_float(b[n * 32 + k]);
+        acc = acc + p;
+        exact[m * 16 + n] += p;
+        mag[m * 16 + n] = std::max(mag[m * 16 + n], std::abs(static_cast<double>(p)));
+      }
+      ieee[m * 16 + n] = acc;
+    }
+  const auto run = [&](const RunOptions& opt) {
+    Buffer<std::uint8_t> ga("A", a), gb("B", b);
+    Buffer<float> out("D", 64 * 16, -1.0f);
+    const gptr<const std::uint8_t> pa = ga.cptr(), pb = gb.cptr();
+    const gptr<float> po = out.ptr();
+    const LaunchReport r = launch(config("wgmma_e4m3", 1, 128, 4096), [&] {
+      const sptr<unsigned char> sa = dynamic_smem<unsigned char>(), sb = sa + 2048;
+      const unsigned tid = thread_idx().x;
+      for (unsigned i = tid; i < 64 * 32; i += 128) {
+        const unsigned row = i / 32, k = i % 32;
+        st(sa + (row / 8) * 256 + (k / 16) * 128 + (row % 8) * 16 + k % 16, ld(pa + i));
+        if (i < 16 * 32) st(sb + (row / 8) * 256 + (k / 16) * 128 + (row % 8) * 16 + k % 16, ld(pb + i));
+      }
+      sync_threads();
+      float d[8] = {};
+      wgmma_fence();
+      wgmma_e4m3_ss<16>(d, make_smem_desc(sa, 128, 256, Swizzle::kNone),
+                        make_smem_desc(sb, 128, 256, Swizzle::kNone), false);
+      wgmma_commit_group();
+      wgmma_wait_group<0>();
+      const unsigned warp = tid / 32, lane = tid % 32;
+      for (int i = 0; i < 2; ++i)
+        for (int q = 0; q < 4; ++q)
+          st(po + (16 * warp + lane / 4 + (q / 2) * 8) * 16 + 8 * i + 2 * (lane % 4) + q % 2, d[4 * i + q]);
+    }, opt);
+    EXPECT_TRUE(r.ok()) << r.summary();
+    return out.read();
+  };
+  EXPECT_EQ(run({}), ieee);
+  RunOptions t14;
+  t14.mma_model = MmaModel::kAlignedTruncated;
+  t14.mma_bits = 14;
+  const std::vector<float> d = run(t14);
+  for (int i = 0; i < 64 * 16; ++i) {
+    const double bound = 33.0 * std::ldexp(1.0, std::ilogb(std::max(mag[i], std::abs(exact[i]))) - 13) +
+                         std::abs(exact[i]) * 0x1.0p-23;
+    EXPECT_LE(std::abs(static_cast<double>(d[i]) - exact[i]), bound) << i;
+  }
 }
 
 TEST(SimtExecutor, BankConflictsOfAStridedSharedAccess) {

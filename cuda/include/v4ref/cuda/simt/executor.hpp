@@ -34,16 +34,27 @@ struct LaunchConfig {
   double mma_flops = 0;        // useful tensor-core FLOPs of the launch (for t_lower)
 };
 
+// How the tensor cores accumulate (docs/simt.md §2): the device's order and rounding inside an
+// MMA are not published, so the executor takes a model and tests derive their bounds from the
+// worse of the two ends.
+enum class MmaModel {
+  kIeeeFp32,          // products exact, added to the accumulator one by one in k order (RN)
+  kAlignedTruncated,  // per instruction, the accumulator and all products aligned to the largest
+                      // exponent and truncated to `mma_bits` bits, summed exactly, truncated to fp32
+};
+
 struct RunOptions {
   std::uint64_t seed = 0;     // block order and the interleaving of threads between sync points
   bool throw_on_error = true;
   bool analysis = true;       // per-site traffic and bank tables
   int max_findings = 16;      // the launch stops after this many
+  MmaModel mma_model = MmaModel::kIeeeFp32;
+  int mma_bits = 25;          // kAlignedTruncated: bits kept below the largest exponent (FP8: ~14)
 };
 
 // What a check found. kind: out_of_bounds, misaligned, shared_race, uninitialized_read,
 // global_write_conflict, barrier_mismatch, deadlock, warp_collective, cp_async, dsmem,
-// mbarrier, tma, kernel_exception.
+// mbarrier, tma, swizzle_mismatch, wgmma, kernel_exception.
 struct Finding {
   std::string kind;
   std::string message;

@@ -128,6 +128,23 @@ V4REF_SIMT_HD constexpr std::uint32_t swizzle_alignment(Swizzle s) {
   return 128u << static_cast<unsigned>(s);
 }
 
+// The wgmma shared-memory matrix descriptor (PTX ISA, "matrix descriptor"): start address,
+// leading- and stride-dimension byte offsets, each >> 4 in a 14-bit field (bits 0, 16, 32), and
+// the swizzle mode in bits 62-63 (1: 128 B, 2: 64 B, 3: 32 B, 0: none). K-major operands:
+//   no swizzle  core matrices of 8 rows x 16 bytes; LBO = bytes between core matrices along K,
+//               SBO = bytes between groups of 8 rows
+//   swizzled    rows of the span (32/64/128 B) along K, 8 rows an atom; SBO = bytes between
+//               atoms (groups of 8 rows); LBO unused
+V4REF_SIMT_HD constexpr std::uint64_t desc_swizzle_code(Swizzle s) {
+  return s == Swizzle::k128B ? 1u : s == Swizzle::k64B ? 2u : s == Swizzle::k32B ? 3u : 0u;
+}
+V4REF_SIMT_HD constexpr std::uint64_t encode_smem_desc(std::uint32_t smem_addr, std::uint32_t lbo,
+                                                       std::uint32_t sbo, Swizzle s) {
+  return (static_cast<std::uint64_t>((smem_addr >> 4) & 0x3FFFu)) |
+         (static_cast<std::uint64_t>((lbo >> 4) & 0x3FFFu) << 16) |
+         (static_cast<std::uint64_t>((sbo >> 4) & 0x3FFFu) << 32) | (desc_swizzle_code(s) << 62);
+}
+
 #if defined(__CUDACC__)
 // ================================================================ device: native instructions
 
@@ -300,6 +317,84 @@ V4REF_SIMT_DEVICE void mbar_wait_parity(sptr<std::uint64_t> bar, unsigned parity
   while (!mbar_try_wait_parity(bar, parity)) {
   }
 }
+// ---- wgmma (warpgroup MMA from shared memory; both operands K-major)
+template <class T>
+V4REF_SIMT_DEVICE std::uint64_t make_smem_desc(sptr<T> p, std::uint32_t lbo, std::uint32_t sbo,
+                                               Swizzle s) {
+  return encode_smem_desc(smem_u32(p.address()), lbo, sbo, s);
+}
+V4REF_SIMT_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+V4REF_SIMT_DEVICE void wgmma_commit_group() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+V4REF_SIMT_DEVICE void wgmma_wait_group() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// D[64, N] (+)= A[64, 16] · B[N, 16]ᵀ, bf16 operands from shared memory (descriptors), fp32
+// accumulators in the warpgroup's registers: thread (warp w, lane l) holds rows 16w + l/4 and
+// 16w + l/4 + 8, columns 8i + 2(l mod 4) and + 1, as d[4i], d[4i+1] (first row), d[4i+2],
+// d[4i+3] (second row).
+template <int N>
+V4REF_SIMT_DEVICE void wgmma_bf16_ss(float (&d)[N / 2], std::uint64_t desc_a, std::uint64_t desc_b,
+                                     bool accumulate);
+template <>
+V4REF_SIMT_DEVICE void wgmma_bf16_ss<16>(float (&d)[8], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %10, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7"
+      "}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<unsigned>(accumulate))
+      : "memory");
+}
+template <>
+V4REF_SIMT_DEVICE void wgmma_bf16_ss<64>(float (&d)[32], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31"
+      "}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<unsigned>(accumulate))
+      : "memory");
+}
+
+// D[64, N] (+)= A[64, 32] · B[N, 32]ᵀ, fp8 e4m3 operands (K-major, 32 bytes of K per row),
+// the same accumulator layout as wgmma_bf16_ss.
+template <int N>
+V4REF_SIMT_DEVICE void wgmma_e4m3_ss(float (&d)[N / 2], std::uint64_t desc_a, std::uint64_t desc_b,
+                                     bool accumulate);
+template <>
+V4REF_SIMT_DEVICE void wgmma_e4m3_ss<16>(float (&d)[8], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %10, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n16k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7"
+      "}, %8, %9, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<unsigned>(accumulate))
+      : "memory");
+}
+template <>
+V4REF_SIMT_DEVICE void wgmma_e4m3_ss<64>(float (&d)[32], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %34, 0;\n"
+      " wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31"
+      "}, %32, %33, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(static_cast<unsigned>(accumulate))
+      : "memory");
+}
+
 // A 2-D tensor map (CUtensorMap, encoded on the host by cuTensorMapEncodeTiled), passed to the
 // kernel as a __grid_constant__ parameter.
 struct TensorMap2d {  // CUtensorMap carries its own 64-byte alignment
@@ -383,6 +478,11 @@ struct TensorMap2d {
 namespace detail {
 void tma_load_2d(void* smem_dst, const TensorMap2d& tm, int c0, int c1, void* bar,
                  const Loc& loc);
+std::uint32_t smem_address(const void* p, const Loc& loc);
+enum class MmaType : std::uint8_t { kBf16, kE4m3 };
+void wgmma(float* d, int n, MmaType type, std::uint64_t desc_a, std::uint64_t desc_b,
+           bool accumulate, const Loc& loc);
+void wgmma_sync(const char* what, const Loc& loc);
 void cp_async_commit(const Loc& loc);
 void cp_async_wait(int pending, const Loc& loc);
 const void* device_array(const char* name, std::size_t bytes);
@@ -575,6 +675,35 @@ template <class T>
 void tma_load_2d(sptr<T> dst, const TensorMap2d& tm, int c0, int c1, sptr<std::uint64_t> bar,
                  const Loc& loc = Loc::current()) {
   detail::tma_load_2d(dst.address(), tm, c0, c1, bar.address(), loc);
+}
+
+// wgmma: descriptors hold the shared address as the device would see it (the offset in the
+// block's 1024-byte aligned dynamic shared memory); the product is computed when the whole
+// warpgroup has issued it, under the executor's accumulation model (RunOptions::mma_model).
+template <class T>
+std::uint64_t make_smem_desc(sptr<T> p, std::uint32_t lbo, std::uint32_t sbo, Swizzle s,
+                             const Loc& loc = Loc::current()) {
+  return encode_smem_desc(detail::smem_address(p.address(), loc), lbo, sbo, s);
+}
+inline void wgmma_fence(const Loc& loc = Loc::current()) { detail::wgmma_sync("wgmma.fence", loc); }
+inline void wgmma_commit_group(const Loc& loc = Loc::current()) {
+  detail::wgmma_sync("wgmma.commit_group", loc);
+}
+template <int N>
+void wgmma_wait_group(const Loc& loc = Loc::current()) {
+  detail::wgmma_sync("wgmma.wait_group", loc);
+}
+template <int N>
+void wgmma_bf16_ss(float (&d)[N / 2], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate,
+                   const Loc& loc = Loc::current()) {
+  static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk16: N is a multiple of 8 in [8, 256]");
+  detail::wgmma(d, N, detail::MmaType::kBf16, desc_a, desc_b, accumulate, loc);
+}
+template <int N>
+void wgmma_e4m3_ss(float (&d)[N / 2], std::uint64_t desc_a, std::uint64_t desc_b, bool accumulate,
+                   const Loc& loc = Loc::current()) {
+  static_assert(N % 8 == 0 && N >= 8 && N <= 256, "wgmma m64nNk32: N is a multiple of 8 in [8, 256]");
+  detail::wgmma(d, N, detail::MmaType::kE4m3, desc_a, desc_b, accumulate, loc);
 }
 
 #define V4REF_SIMT_DEVICE_ARRAY(type, name, count)                                         \
