@@ -685,6 +685,24 @@ constexpr std::array kRows = {
         "relative rms error u_bf16/sqrt(3) = 2.3e-3, adding in quadrature to 7.8e-3, "
         "amplification <= 2, margin 2: rel_fro <= 3e-2; cos_diff ~ rel^2/2 = 4.5e-4 -> "
         "1e-3 (the guide's loose attention level). Chained mode multiplies by (layer + 1)."},
+    // Tensor-core products (wgmma) under the SIMT executor's accumulation model (docs/simt.md
+    // §2). n_eff = K + 1 terms per instruction (the accumulator and K exact products, K = 16
+    // bf16 or 32 fp8); M = sum |a_k b_k| (+ |acc|), the abs-bound of the output.
+    ToleranceRow{"mma.out",
+                 "fp32",
+                 R::kBound,
+                 4096,
+                 1,
+                 0,
+                 {},
+                 {},
+                 "The worse of the executor's two accumulation models: aligned to the largest "
+                 "exponent and truncated to 14 bits (FP8 on Hopper, ~14 bits per DeepSeek-V3's "
+                 "report; Fasi et al. 2021 for the alignment and truncation) loses < 2^-13 M per "
+                 "term over n_eff = K + 1 terms, plus the final truncation to fp32 (2 u32 |r| "
+                 "<= 2 u32 M); c = 2^12 gives (K + 1) 2^-12 M, which covers both for K >= 1 "
+                 "and the IEEE end (gamma_K M = K u32 M) 2^12-fold. An instruction chain of n "
+                 "steps multiplies n_eff by n."},
 };
 
 }  // namespace
