@@ -46,7 +46,10 @@ constexpr std::uint32_t kNone = 0xffffffffu;
 constexpr std::size_t kSmemGuard = 1024;
 constexpr std::size_t kMaxSmem = 232448;  // 227 KiB: sm_90's opt-in maximum per block
 constexpr std::size_t kStackBytes = 256 * 1024;
-constexpr double kHbmH100 = 3.35e12, kHbmH200 = 4.8e12, kFp8Peak = 1979e12;
+// guide/kernel-targets.md §1: HBM, dense BF16 / FP8 tensor and FP32 non-tensor peaks (the same
+// for H100 SXM and H200 but the bandwidth).
+constexpr double kHbmH100 = 3.35e12, kHbmH200 = 4.8e12, kBf16Peak = 989e12, kFp8Peak = 1979e12,
+                 kFp32Peak = 67e12;
 
 std::size_t page_size() {
   static const auto p = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
@@ -289,6 +292,7 @@ struct Run {
   std::mt19937_64 rng;
   bool aborting = false;
   std::uint64_t idle_polls = 0;  // failed mbarrier polls since the last operation of any thread
+  std::uint64_t alu[5] = {};     // thread-level fp32 operations by detail::Alu
   std::set<std::string> seen;  // de-duplicated findings (kind + sites)
   std::unordered_map<const BufferBase*, std::vector<std::uint32_t>> global_writers;
   std::vector<std::vector<std::vector<Request>>> requests;  // [warp of the cluster][site][k]
@@ -1502,6 +1506,10 @@ std::uint32_t smem_address(const void* p, const Loc& loc) {
   return static_cast<std::uint32_t>(off);
 }
 
+void count_alu(Alu kind) noexcept {
+  if (g_run != nullptr && g_cur != nullptr) ++g_run->alu[static_cast<int>(kind)];
+}
+
 void wgmma_sync(const char* what, const Loc& loc) {
   check_abort();
   record(site_of(loc, "sync", what, 0), nullptr, 0);
@@ -1615,6 +1623,7 @@ void run_wgmma(Block& b, Block::Wgmma& w, Thread& last) {
   std::swap(last.vc, join);
   if (!ok) return;
   ++r.report.mix.mma;
+  (fp8 ? r.report.mma_flops_fp8 : r.report.mma_flops_bf16) += 2.0 * 64 * w.n * K;
   for (std::uint32_t tw = 0; tw < 128; ++tw) {
     float* d = w.d[tw];
     const int warp = static_cast<int>(tw / 32), lane = static_cast<int>(tw % 32);
@@ -1946,9 +1955,21 @@ void finish_analysis(Run& r) {
             [](const SiteStats& a, const SiteStats& b) { return a.site < b.site; });
   const double bytes = static_cast<double>(rep.sectors_g) * 32.0;
   if (r.cfg->compulsory_bytes > 0) rep.traffic_ratio = bytes / r.cfg->compulsory_bytes;
-  const double mma = r.cfg->mma_flops / kFp8Peak;
-  rep.t_lower_h100_us = std::max(bytes / kHbmH100, mma) * 1e6;
-  rep.t_lower_h200_us = std::max(bytes / kHbmH200, mma) * 1e6;
+  InstructionMix& m = rep.mix;
+  const auto warp_level = [](std::uint64_t n) { return (n + 31) / 32; };
+  m.fp32_fma = warp_level(r.alu[0]);
+  m.fp32_add = warp_level(r.alu[1]);
+  m.fp32_mul = warp_level(r.alu[2]);
+  m.fp32_div = warp_level(r.alu[3]);
+  m.fp32_sqrt = warp_level(r.alu[4]);
+  rep.cuda_core_flops = 2.0 * static_cast<double>(r.alu[0]) +
+                        static_cast<double>(r.alu[1] + r.alu[2] + r.alu[3] + r.alu[4]);
+  const double mma = r.cfg->mma_flops > 0
+                         ? r.cfg->mma_flops / kFp8Peak
+                         : rep.mma_flops_bf16 / kBf16Peak + rep.mma_flops_fp8 / kFp8Peak;
+  const double alu = rep.cuda_core_flops / kFp32Peak;
+  rep.t_lower_h100_us = std::max({bytes / kHbmH100, mma, alu}) * 1e6;
+  rep.t_lower_h200_us = std::max({bytes / kHbmH200, mma, alu}) * 1e6;
 }
 
 }  // namespace
@@ -1976,6 +1997,8 @@ std::string LaunchReport::json() const {
   j["compulsory_bytes"] = config.compulsory_bytes;
   j["traffic_ratio"] = traffic_ratio;
   j["t_lower_us"] = {{"H100", t_lower_h100_us}, {"H200", t_lower_h200_us}};
+  j["mma_flops"] = {{"bf16", mma_flops_bf16}, {"fp8", mma_flops_fp8}};
+  j["cuda_core_flops"] = cuda_core_flops;
   j["mix"] = {{"tma", mix.tma},
               {"global_loads", mix.global_loads},   {"global_stores", mix.global_stores},
               {"global_atomics", mix.global_atomics}, {"shared_loads", mix.shared_loads},
@@ -1983,7 +2006,9 @@ std::string LaunchReport::json() const {
               {"cp_async", mix.cp_async},           {"shuffles", mix.shuffles},
               {"votes", mix.votes},                 {"barriers", mix.barriers},
               {"warp_syncs", mix.warp_syncs},       {"cluster_barriers", mix.cluster_barriers},
-              {"mma", mix.mma}};
+              {"mma", mix.mma},                     {"fp32_fma", mix.fp32_fma},
+              {"fp32_add", mix.fp32_add},           {"fp32_mul", mix.fp32_mul},
+              {"fp32_div", mix.fp32_div},           {"fp32_sqrt", mix.fp32_sqrt}};
   auto& sites_j = j["sites"] = nlohmann::ordered_json::array();
   for (const SiteStats& s : sites)
     sites_j.push_back({{"site", s.site},

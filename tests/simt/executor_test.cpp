@@ -574,6 +574,7 @@ TEST(SimtExecutor, WgmmaFromSwizzledAndCoreMatrixLayouts) {
     ASSERT_TRUE(r.ok()) << r.summary();
     EXPECT_EQ(d, ieee) << (tma ? "TMA, 32-byte swizzle" : "core matrices");
     EXPECT_EQ(r.mix.mma, 1u);
+    EXPECT_EQ(r.mma_flops_bf16, 2.0 * 64 * 16 * 16);
   }
   // The aligned-and-truncated model with 14 bits (FP8 on Hopper, DeepSeek-V3 report) and the IEEE
   // end both within the tolerance table's mma.out row, and the two models differ.

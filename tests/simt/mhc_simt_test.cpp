@@ -127,6 +127,10 @@ TEST(MhcSimt, FusedLaunchMemoryTables) {
   EXPECT_DOUBLE_EQ(r.traffic_ratio,
                    static_cast<double>(r.sectors_g) * 32 / mhc_fused_bytes(T, d));
   EXPECT_GT(r.mix.cluster_barriers, 0u);
+  // The counted fp32 work is the kernel's formula (mhc_fused_flops: 24 mixing fmas, the square
+  // sum, the write-back and the collapse per element) plus the per-token coefficients (< 1%).
+  EXPECT_GE(r.cuda_core_flops, mhc_fused_flops(T, d));
+  EXPECT_LE(r.cuda_core_flops, 1.02 * mhc_fused_flops(T, d));
   const std::string dir = std::string(V4REF_BINARY_DIR) + "/simt-reports";
   std::filesystem::create_directories(dir);
   simt::write_report(r, dir + "/mhc_pre_fused-T64-d512.json");

@@ -128,12 +128,13 @@ inline Tiling make_tiling(std::int64_t d, int cluster) {
 }
 
 // ---------------------------------------------------------------- fp32 arithmetic, IEEE, no
-// contraction
+// contraction (in the SIMT executor each operation is also counted for the instruction mix)
 
 V4REF_HD inline float mul_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fmul_rn(a, b);
 #else
+  V4REF_SIMT_COUNT_ALU(kMul);
   return a * b;
 #endif
 }
@@ -141,6 +142,7 @@ V4REF_HD inline float add_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fadd_rn(a, b);
 #else
+  V4REF_SIMT_COUNT_ALU(kAdd);
   return a + b;
 #endif
 }
@@ -148,6 +150,7 @@ V4REF_HD inline float div_rn(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fdiv_rn(a, b);
 #else
+  V4REF_SIMT_COUNT_ALU(kDiv);
   return a / b;
 #endif
 }
@@ -155,6 +158,7 @@ V4REF_HD inline float sqrt_rn(float a) {
 #if defined(__CUDA_ARCH__)
   return __fsqrt_rn(a);
 #else
+  V4REF_SIMT_COUNT_ALU(kSqrt);
   return std::sqrt(a);
 #endif
 }
@@ -162,6 +166,7 @@ V4REF_HD inline float fma_rn(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
   return __fmaf_rn(a, b, c);
 #else
+  V4REF_SIMT_COUNT_ALU(kFma);
   return std::fma(a, b, c);
 #endif
 }

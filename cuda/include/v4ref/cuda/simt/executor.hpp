@@ -31,7 +31,7 @@ struct LaunchConfig {
   idx3 cluster{1, 1, 1};       // blocks per cluster (each dimension divides grid's)
   std::size_t smem_bytes = 0;  // dynamic shared memory per block
   double compulsory_bytes = 0; // the kernel's bytes formula (0: no traffic ratio)
-  double mma_flops = 0;        // useful tensor-core FLOPs of the launch (for t_lower)
+  double mma_flops = 0;        // useful tensor-core FLOPs (0: the executed wgmma FLOPs count)
 };
 
 // How the tensor cores accumulate (docs/simt.md §2): the device's order and rounding inside an
@@ -80,6 +80,8 @@ struct InstructionMix {
   std::uint64_t cp_async = 0, shuffles = 0, votes = 0;
   std::uint64_t barriers = 0, warp_syncs = 0, cluster_barriers = 0;
   std::uint64_t tma = 0, mma = 0;
+  // fp32 operations of the kernels' *_rn helpers (thread-level counts / 32: warp instructions)
+  std::uint64_t fp32_fma = 0, fp32_add = 0, fp32_mul = 0, fp32_div = 0, fp32_sqrt = 0;
 };
 
 struct LaunchReport {
@@ -90,7 +92,11 @@ struct LaunchReport {
   std::vector<SiteStats> sites;
   std::uint64_t sectors_g = 0;  // global 32-byte sectors, summed over requests
   double traffic_ratio = 0;     // sectors_g · 32 / compulsory_bytes (0 when no formula given)
-  double t_lower_h100_us = 0;   // max(sectors_g·32 / BW, mma_flops / FP8 peak): a lower bound
+  double mma_flops_bf16 = 0, mma_flops_fp8 = 0;  // executed by wgmma (2·64·N·K per instruction)
+  double cuda_core_flops = 0;   // 2·fma + add + mul + div + sqrt of the counted helpers
+  // max(sectors_g·32 / HBM, bf16 MMA / 989 T + fp8 MMA / 1979 T, CUDA-core flops / 67 T): a
+  // lower bound of the launch's time, not a prediction
+  double t_lower_h100_us = 0;
   double t_lower_h200_us = 0;
   bool ok() const { return findings.empty(); }
   bool has(const std::string& kind) const;

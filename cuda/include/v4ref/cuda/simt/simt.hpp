@@ -22,6 +22,7 @@
 #define V4REF_SIMT_DEVICE __device__ __forceinline__
 #define V4REF_SIMT_HD __host__ __device__ __forceinline__
 #define V4REF_SIMT_KERNEL(max_threads) __global__ void __launch_bounds__(max_threads)
+#define V4REF_SIMT_COUNT_ALU(kind)
 #define V4REF_SIMT_UNROLL _Pragma("unroll")
 #else
 #include <cstring>
@@ -29,6 +30,9 @@
 #define V4REF_SIMT_DEVICE inline
 #define V4REF_SIMT_HD inline
 #define V4REF_SIMT_KERNEL(max_threads) inline void
+// Counts one fp32 operation of the per-thread math for the executor's instruction mix.
+#define V4REF_SIMT_COUNT_ALU(kind) \
+  ::v4ref::cuda::simt::detail::count_alu(::v4ref::cuda::simt::detail::Alu::kind)
 #define V4REF_SIMT_UNROLL
 #endif
 
@@ -437,6 +441,8 @@ using Loc = std::source_location;
 
 namespace detail {
 enum class Op : std::uint8_t { kLoad, kLoadNc, kLoadCg, kStore, kAtomic };
+enum class Alu : std::uint8_t { kFma, kAdd, kMul, kDiv, kSqrt };
+void count_alu(Alu kind) noexcept;  // no-op outside a launch
 // Each returns false when the access failed a check (it is then recorded and not performed).
 bool global_access(const void* addr, std::size_t bytes, Op op, const Loc& loc);
 bool shared_access(const void* addr, std::size_t bytes, Op op, const Loc& loc);
