@@ -77,4 +77,16 @@ inline std::vector<std::int32_t> topk_reference(const TopkRows& r, std::int64_t 
   return want;
 }
 
+// One decode row of 262,144 candidates (1M context) with ties across the cut at 2.5.
+inline TopkRows one_million_context_row() {
+  TopkRows r;
+  r.stride = 262144;
+  Rng rng(derive_seed("topk", "1m", "", 3));
+  std::vector<float> row(262144);
+  for (float& x : row) x = static_cast<float>(rng.normal());
+  for (std::size_t i = 0; i < row.size(); i += 1000) row[i] = 2.5f;
+  r.add("1m_decode", row, 262144);
+  return r;
+}
+
 }  // namespace v4ref::test

@@ -35,13 +35,7 @@ TEST(TopkGpu, DeviceEqualsExecutorAndReference) {
 
 TEST(TopkGpu, OneMillionTokenDecodeRow) {
   V4REF_REQUIRE_DEVICE();
-  test::TopkRows r;
-  r.stride = 262144;
-  Rng rng(derive_seed("topk_gpu", "1m", "", 3));
-  std::vector<float> row(262144);
-  for (float& x : row) x = static_cast<float>(rng.normal());
-  for (std::size_t i = 0; i < row.size(); i += 1000) row[i] = 2.5f;  // ties across the cut
-  r.add("1m_decode", row, 262144);
+  const test::TopkRows r = test::one_million_context_row();
   for (const std::int64_t k : {512, 1024}) {
     const std::vector<std::int32_t> dev =
         cuda::topk_host(r.scores.data(), 1, r.stride, r.visible.data(), k);

@@ -6,19 +6,12 @@
 
 #include "../common/topk_inputs.hpp"
 #include "v4ref/cuda/topk_simt.hpp"
-#include "v4ref/ref/core/rng.hpp"
 
 namespace v4ref {
 namespace {
 
 TEST(TopkSimtSlow, DecodeRowAt1MContext) {
-  test::TopkRows r;
-  r.stride = 262144;
-  Rng rng(derive_seed("topk_simt", "1m", "", 3));
-  std::vector<float> row(262144);
-  for (float& x : row) x = static_cast<float>(rng.normal());
-  for (std::size_t i = 0; i < row.size(); i += 1000) row[i] = 2.5f;  // ties across the cut
-  r.add("1m_decode", row, 262144);
+  const test::TopkRows r = test::one_million_context_row();
   for (const std::int64_t k : {512, 1024}) {
     cuda::TopkSimtOptions o;
     o.run.analysis = false;
