@@ -563,8 +563,9 @@ TEST(SimtExecutor, WgmmaFromSwizzledAndCoreMatrixLayouts) {
       float acc = 0.0f;
       for (int k = 0; k < 16; ++k) {
         acc = acc + val(a[m * 16 + k]) * val(b[n * 16 + k]);
-        exact[m * 16 + n] += static_cast<double>(val(a[m * 16 + k])) * val(b[n * 16 + k]);
-        abs_sum[m * 16 + n] += std::abs(static_cast<double>(val(a[m * 16 + k])) * val(b[n * 16 + k]));
+        const double p = static_cast<double>(val(a[m * 16 + k])) * static_cast<double>(val(b[n * 16 + k]));
+        exact[m * 16 + n] += p;
+        abs_sum[m * 16 + n] += std::abs(p);
       }
       ieee[m * 16 + n] = acc;
     }
@@ -613,7 +614,7 @@ TEST(SimtExecutor, WgmmaE4m3) {
       for (int k = 0; k < 32; ++k) {
         const float p = fmt::e4m3_to_float(a[m * 32 + k]) * fmt::e4m3_to_float(b[n * 32 + k]);
         acc = acc + p;
-        exact[m * 16 + n] += p;
+        exact[m * 16 + n] += static_cast<double>(p);
         abs_sum[m * 16 + n] += std::abs(static_cast<double>(p));
       }
       ieee[m * 16 + n] = acc;
