@@ -1286,6 +1286,7 @@ void mbar_init(void* bar, unsigned count, const Loc& loc) {
     finding("mbarrier", r.sites.name(site),
             who(t) + ": mbarrier.init at " + r.sites.name(site) + " with count " +
                 std::to_string(count) + " (must be 1 .. 2^20 - 1)");
+    if (m->expected == 0) b->mbars.erase(off);  // no barrier was made: later uses are reported
     return;
   }
   if (!m->waiters.empty() || !m->copies.empty()) {

@@ -657,6 +657,19 @@ TEST(SimtExecutor, WgmmaE4m3) {
     EXPECT_LE(std::abs(static_cast<double>(d[i]) - exact[i]), allowed(i / 16, i % 16)) << i;
 }
 
+TEST(SimtExecutor, MbarrierMisuseIsNamed) {
+  const LaunchReport zero = launch(config("mbar_zero", 1, 32, 64), [&] {
+    const sptr<std::uint64_t> bar = dynamic_smem<std::uint64_t>();
+    if (thread_idx().x == 0) mbar_init(bar, 0);
+    sync_threads();
+    mbar_arrive(bar);
+  }, {.throw_on_error = false});
+  EXPECT_TRUE(zero.has("mbarrier")) << zero.summary();
+  EXPECT_NE(zero.summary().find("count 0"), std::string::npos) << zero.summary();
+  EXPECT_NE(zero.summary().find("which no mbarrier.init initialised"), std::string::npos)
+      << zero.summary();
+}
+
 TEST(SimtExecutor, BankConflictsOfAStridedSharedAccess) {
   LaunchReport r = launch(config("banks", 1, 32, 32 * 33 * 4), [&] {
     const sptr<float> s = dynamic_smem<float>();
