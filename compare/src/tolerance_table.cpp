@@ -703,6 +703,25 @@ constexpr std::array kRows = {
                  "<= 2 u32 M); c = 2^12 gives (K + 1) 2^-12 M, which covers both for K >= 1 "
                  "and the IEEE end (gamma_K M = K u32 M) 2^12-fold. An instruction chain of n "
                  "steps multiplies n_eff by n."},
+    // The indexer's logits kernel (cuda/include/v4ref/cuda/indexer_tile.hpp) against the exact
+    // logits of the stored Q4 / FP8 values; M = sum_h |w_h| sum_k |q_hk K_jk|, n_eff = 33.
+    ToleranceRow{"index_logits.logits",
+                 "fp32",
+                 R::kBound,
+                 4096,
+                 1,
+                 0,
+                 {},
+                 {},
+                 "One wgmma m64n64k32 per 32-dim scale block with a fresh accumulator: under the "
+                 "14-bit aligned-truncated model each block sum D_kb is off by < 33 * 2^-13 of its "
+                 "sum |q_k K_k| (mma.out with K = 32), and the power-of-two block scales carry that "
+                 "over exactly, so the head logit is within 33 * 2^-13 M_h; the fp32 tail (4 "
+                 "fmas, the FP8 row scale, the head weight, a head sum of <= 64 terms) adds "
+                 "<= (H + 6) u32 M <= 70 * 2^-24 M. c = 2^12 with n_eff = 33 allows 33 * 2^-12 M: "
+                 "a 2x margin on the sum. FP4 x FP4 block sums are exact in any accumulation (the "
+                 "products are multiples of 1/4 below 36), so there only the fp32 tail remains "
+                 "and the kernel's bits equal idx::logits_model (tests/simt/indexer_simt_test.cpp)."},
 };
 
 }  // namespace

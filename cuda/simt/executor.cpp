@@ -167,6 +167,7 @@ struct Cell {
   bool atomic = false;
   bool split = false;             // word cells only: see Block::bytes
   std::uint8_t layout = 0xFF;     // swizzle of the TMA copy that wrote these bytes; 0xFF: other
+  bool generic = false;           // last written through the generic proxy (st.shared, cp.async)
 };
 
 struct Copy {
@@ -195,6 +196,7 @@ struct Thread {
   std::uint32_t arrives = 0, waits = 0;
   std::vector<std::uint32_t> occurrences;  // [site] executions so far
   std::uint64_t result = 0;
+  std::vector<std::uint32_t> proxy_fences;  // own clock at each fence.proxy.async, ascending
 };
 
 struct Bar {
@@ -768,6 +770,7 @@ bool shadow_access(Thread& t, Block& b, std::size_t off, std::size_t n, bool wri
     }
     s.atomic = atomic;
     s.layout = 0xFF;
+    s.generic = true;
     return true;
   });
 }
@@ -1159,6 +1162,7 @@ void cp_async(void* smem_dst, const void* gmem_src, std::size_t bytes, const Loc
   Block& b = r.blocks[t.block];
   for_cells(b, off, bytes, [&](Cell& c, std::size_t) {
     c.pending = t.id;
+    c.generic = false;  // written by the async proxy
     return true;
   });
   t.open.push_back(Copy{static_cast<unsigned char*>(smem_dst),
@@ -1373,9 +1377,26 @@ void bulk_copy(void* smem_dst, const void* gmem_src, std::size_t bytes, void* ba
                 r.sites.name(site) + ": size and both addresses must be multiples of 16");
     return;
   }
-  if (!global_access(gmem_src, bytes, Op::kLoadCg, loc)) return;
-  const std::uint32_t site = r.sites.intern(loc);
-  r.sites.at(site).op = "cp.async.bulk";
+  const std::uint32_t site = site_of(loc, "global", "cp.async.bulk", static_cast<int>(bytes));
+  {
+    std::string why;
+    std::uintptr_t begin = 0;
+    if (find_buffer(reinterpret_cast<std::uintptr_t>(gmem_src), bytes, &why, &begin) == nullptr) {
+      finding("out_of_bounds", r.sites.name(site),
+              who(t) + ": cp.async.bulk source of " + why + " at " + r.sites.name(site));
+      return;
+    }
+  }
+  // One request of the whole span (the copy engine reads it once, in 32-byte sectors).
+  if (r.acc.size() <= site) r.acc.resize(site + 1);
+  {
+    SiteAcc& acc = r.acc[site];
+    const auto lo = reinterpret_cast<std::uintptr_t>(gmem_src);
+    acc.sectors += ((lo + bytes - 1) >> 5) - (lo >> 5) + 1;
+    ++acc.requests;
+    ++acc.lanes;
+    ++r.report.mix.tma;
+  }
   Block* mb = nullptr;
   MBar* m = mbar_at(bar, site, "cp.async.bulk", true, &mb);
   if (m == nullptr) return;
@@ -1483,6 +1504,7 @@ void tma_load_2d(void* smem_dst, const TensorMap2d& tm, int c0, int c1, void* ba
   for_cells(r.blocks[t.block], off, bytes, [&](Cell& c, std::size_t) {
     c.pending = t.id;
     c.layout = static_cast<std::uint8_t>(tm.swizzle);
+    c.generic = false;  // written by the async proxy
     return true;
   });
   m->tx -= static_cast<std::int64_t>(bytes);
@@ -1514,6 +1536,15 @@ void count_alu(Alu kind) noexcept {
 void wgmma_sync(const char* what, const Loc& loc) {
   check_abort();
   record(site_of(loc, "sync", what, 0), nullptr, 0);
+}
+
+void fence_proxy_async(const Loc& loc) {
+  check_abort();
+  Thread& t = cur();
+  record(site_of(loc, "sync", "fence.proxy.async", 0), nullptr, 0);
+  // A clock tick of its own: the writes before the fence carry an earlier clock than it.
+  ++t.vc[t.id];
+  t.proxy_fences.push_back(t.vc[t.id]);
 }
 
 }  // namespace detail
@@ -1574,6 +1605,14 @@ float mma_accumulate(float acc, const float* a, const float* b, const RunOptions
   return out;
 }
 
+// Whether the writer of `w` executed a fence.proxy.async after the write that the clock `seen`
+// (the wgmma's joined clock) is ordered after.
+bool proxy_fenced(const Epoch& w, const std::vector<std::uint32_t>& seen) {
+  const std::vector<std::uint32_t>& f = run().threads[w.tid].proxy_fences;
+  const auto it = std::upper_bound(f.begin(), f.end(), w.clk);
+  return it != f.end() && w.tid < seen.size() && seen[w.tid] >= *it;
+}
+
 void run_wgmma(Block& b, Block::Wgmma& w, Thread& last) {
   Run& r = *g_run;
   const bool fp8 = w.type == detail::MmaType::kE4m3;
@@ -1600,6 +1639,16 @@ void run_wgmma(Block& b, Block::Wgmma& w, Thread& last) {
         if (!shadow_access(last, b, off, 16, false, false, w.site)) return false;
         bool ok = true;
         for_cells(b, off, 16, [&](Cell& cell, std::size_t at) {
+          if (cell.generic && cell.w.tid != kNone && !proxy_fenced(cell.w, join)) {
+            finding("async_proxy", sname + "|" + r.sites.name(cell.w.site),
+                    who(last) + ": wgmma at " + sname + " reads operand " + name +
+                        " at shared offset " + std::to_string(at) + ", which " +
+                        thread_name(cell.w.tid) + " wrote at " + r.sites.name(cell.w.site) +
+                        " through the generic proxy with no fence.proxy.async between the "
+                        "write and the wgmma (the tensor cores may read stale bytes)");
+            ok = false;
+            return ok;
+          }
           if (cell.layout != 0xFF && cell.layout != static_cast<std::uint8_t>(d.swizzle)) {
             finding("swizzle_mismatch", sname + "|" + name,
                     who(last) + ": wgmma at " + sname + " reads operand " + name +

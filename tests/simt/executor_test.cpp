@@ -468,7 +468,7 @@ TEST(SimtExecutor, TmaTilesWithEverySwizzle) {
 // 32-byte swizzle (rows of 16 bf16 = the span; SBO = 8 rows · 32 B), or by plain stores in the
 // unswizzled core-matrix layout (LBO = 128 B along K, SBO = 256 B per 8 rows). Each thread writes
 // its fragment back: D[row][col] by the register layout of the PTX ISA.
-enum class WgFault { kNone, kDescSwizzle64, kWrongSbo };
+enum class WgFault { kNone, kDescSwizzle64, kWrongSbo, kNoProxyFence };
 
 // The allowance of the tolerance table's "mma.out" row for [64, 16] outputs of one instruction
 // with K products each: exact results r and abs-bounds M = Σ|a_k b_k|.
@@ -518,6 +518,7 @@ LaunchReport run_wgmma(bool tma, WgFault fault, const RunOptions& opt, const std
         if (i < 16 * 16)
           st(scast<std::uint16_t>(sb + (row / 8) * 256 + (k / 8) * 128 + (row % 8) * 16) + k % 8, ld(pb + i));
       }
+      if (fault != WgFault::kNoProxyFence) fence_proxy_async();  // st.shared -> wgmma operands
       sync_threads();
       da = make_smem_desc(sa, 128, 256, Swizzle::kNone);
       db = make_smem_desc(sb, 128, 256, Swizzle::kNone);
@@ -596,6 +597,11 @@ TEST(SimtExecutor, WgmmaFromSwizzledAndCoreMatrixLayouts) {
   EXPECT_TRUE(sw.has("swizzle_mismatch")) << sw.summary();
   const LaunchReport sbo = run_wgmma(true, WgFault::kWrongSbo, {.throw_on_error = false}, a, b, &d);
   EXPECT_TRUE(!sbo.ok() || d != ieee) << "a wrong stride byte offset went unnoticed";
+  // Operands written with st.shared and no fence.proxy.async before the wgmma: the tensor cores
+  // read through the async proxy and may see stale bytes.
+  const LaunchReport nf = run_wgmma(false, WgFault::kNoProxyFence, {.throw_on_error = false}, a, b, &d);
+  EXPECT_TRUE(nf.has("async_proxy")) << nf.summary();
+  EXPECT_NE(nf.summary().find("fence.proxy.async"), std::string::npos) << nf.summary();
 }
 
 // wgmma m64n16k32 with fp8 e4m3 operands in the unswizzled core-matrix layout (16 values per
@@ -632,6 +638,7 @@ TEST(SimtExecutor, WgmmaE4m3) {
         st(sa + (row / 8) * 256 + (k / 16) * 128 + (row % 8) * 16 + k % 16, ld(pa + i));
         if (i < 16 * 32) st(sb + (row / 8) * 256 + (k / 16) * 128 + (row % 8) * 16 + k % 16, ld(pb + i));
       }
+      fence_proxy_async();
       sync_threads();
       float d[8] = {};
       wgmma_fence();

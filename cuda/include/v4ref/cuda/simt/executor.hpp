@@ -54,7 +54,7 @@ struct RunOptions {
 
 // What a check found. kind: out_of_bounds, misaligned, shared_race, uninitialized_read,
 // global_write_conflict, barrier_mismatch, deadlock, warp_collective, cp_async, dsmem,
-// mbarrier, tma, swizzle_mismatch, wgmma, kernel_exception.
+// mbarrier, tma, swizzle_mismatch, async_proxy, wgmma, kernel_exception.
 struct Finding {
   std::string kind;
   std::string message;

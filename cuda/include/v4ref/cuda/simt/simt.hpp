@@ -328,6 +328,11 @@ V4REF_SIMT_DEVICE std::uint64_t make_smem_desc(sptr<T> p, std::uint32_t lbo, std
   return encode_smem_desc(smem_u32(p.address()), lbo, sbo, s);
 }
 V4REF_SIMT_DEVICE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+// Orders this thread's earlier generic-proxy shared writes (st.shared, cp.async) before later
+// async-proxy reads (wgmma operands, bulk/TMA copies) once a barrier orders the two threads.
+V4REF_SIMT_DEVICE void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
 V4REF_SIMT_DEVICE void wgmma_commit_group() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
@@ -489,6 +494,7 @@ enum class MmaType : std::uint8_t { kBf16, kE4m3 };
 void wgmma(float* d, int n, MmaType type, std::uint64_t desc_a, std::uint64_t desc_b,
            bool accumulate, const Loc& loc);
 void wgmma_sync(const char* what, const Loc& loc);
+void fence_proxy_async(const Loc& loc);
 void cp_async_commit(const Loc& loc);
 void cp_async_wait(int pending, const Loc& loc);
 const void* device_array(const char* name, std::size_t bytes);
@@ -692,6 +698,9 @@ std::uint64_t make_smem_desc(sptr<T> p, std::uint32_t lbo, std::uint32_t sbo, Sw
   return encode_smem_desc(detail::smem_address(p.address(), loc), lbo, sbo, s);
 }
 inline void wgmma_fence(const Loc& loc = Loc::current()) { detail::wgmma_sync("wgmma.fence", loc); }
+inline void fence_proxy_async(const Loc& loc = Loc::current()) {
+  detail::fence_proxy_async(loc);
+}
 inline void wgmma_commit_group(const Loc& loc = Loc::current()) {
   detail::wgmma_sync("wgmma.commit_group", loc);
 }
