@@ -48,6 +48,15 @@
 //                 under idx_q_q4_32; weights scaled by D_I^-1/2 H_I^-1/2)
 //   index_scores  q [T, H·D] bf16, weights [T, H] bf16, keys [N, D] bf16, positions [T, 1]
 //                 -> scores [T, N] (−∞ invisible), topk_idx [T, K]
+//   index_logits  q [T, H·128] (Q4 values), weights [T, H] bf16, keys [N, 128] (Q4 values, fmt 0;
+//                 e4m3 × fp32 row scale, fmt 1), positions [T, 1] -> logits [T, N] (−∞ invisible)
+//                 (exact in every mode: the inputs are the stored formats; kernels accumulate fp32)
+//   topk          scores [T, N] fp32, positions [T, 1] -> topk_idx [T, K] (the set of the
+//                 min(K, #non-NaN visible) largest, ties to the lower index, ascending, −1 padding)
+//   indexer_decode
+//                 q [B·n, H·128], weights [B·n, H], keys [B·N, 128] (request b's entries in rows
+//                 bN .. bN + N − 1), positions [B·n, 1] (row i belongs to request i / n)
+//                 -> topk_idx [B·n, K] (as topk, over the request's exact logits)
 //   router        z [T, d] bf16, gate [E, d] bf16, bias [1, E] fp32
 //                 -> scores [T, E], routed_idx [T, k], route_weights [T, k]
 //   hash_router   z [T, d] bf16, gate [E, d] bf16, tokens [T, 1], tid2eid [V, k] (V = vocab)
@@ -59,9 +68,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <span>
 
 #include "v4ref/compare/baseline_fp32.hpp"
 #include "v4ref/compare/runner.hpp"
@@ -889,6 +900,282 @@ ComponentSpec index_scores_spec() {
   return s;
 }
 
+// ---- the indexer kernels' components (cuda/include/v4ref/cuda/indexer_tile.hpp): inputs are the
+// stored formats' values, so the logits are exact functions of them in every mode.
+
+// A [rows, 128] matrix of Q4 rows (e2m1 codes × ue8m0 per 32 dims) with scale exponents in
+// [e_lo, e_hi]; `saturated`: every code ±6.
+Mat q4_rows(Rng& rng, std::int64_t rows, int e_lo, int e_hi, bool saturated) {
+  Mat m(rows, 128);
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (int b = 0; b < 4; ++b) {
+      const double scale = std::ldexp(1.0, e_lo + static_cast<int>(rng.below(static_cast<std::uint64_t>(e_hi - e_lo + 1))));
+      for (int k = 32 * b; k < 32 * b + 32; ++k) {
+        const auto code = static_cast<std::uint8_t>(saturated ? (7 | (rng.below(2) << 3)) : rng.below(16));
+        m(r, k) = fmt::e2m1_to_double(code) * scale;
+      }
+    }
+  return m;
+}
+
+// [rows, 128] FP8 key rows: e4m3 codes with the row's largest magnitude at 448 (the amax code of
+// a per-row fp32 scale), times an fp32 scale 2^(e)·(1 + u).
+Mat fp8_rows(Rng& rng, std::int64_t rows, int e) {
+  Mat m(rows, 128);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const double scale = fmt::round_fp32(std::ldexp(1.0 + rng.uniform(), e));
+    const auto amax_at = static_cast<Eigen::Index>(rng.below(128));
+    for (Eigen::Index k = 0; k < 128; ++k) {
+      std::uint8_t code = static_cast<std::uint8_t>(rng.below(256));
+      while ((code & 0x7F) >= 0x7E) code = static_cast<std::uint8_t>(rng.below(256));  // no NaN, no 448
+      if (k == amax_at) code = static_cast<std::uint8_t>(0x7E | (rng.below(2) << 7));
+      m(r, k) = static_cast<double>(fmt::e4m3_to_float(code)) * scale;
+    }
+  }
+  return m;
+}
+
+// The indexer kernels' inputs for `rows` query rows and `entries` keys: Q4 queries, bf16 head
+// weights, FP4 (fmt = 0) or FP8 (fmt = 1) keys. Kinds: topk_ties duplicates every third key and
+// zeroes the weights of row 0 (every score of that row is exactly 0); format_extremes puts query
+// scales at 2^40..2^44 and key scales at 2^-60 (fp32 range kept) and saturates every fourth row.
+void indexer_kernel_inputs(const Case& c, std::int64_t rows, std::int64_t entries, TensorSet& in) {
+  const std::int64_t H = c.dim("H");
+  const bool fp8 = c.dim("fmt") == 1;
+  const bool extreme = c.kind == InputKind::kFormatExtremes;
+  Rng rq = rng_for(c, "q", rows, H * 128), rk = rng_for(c, "keys", entries, 128);
+  Mat q(rows, H * 128);
+  for (std::int64_t h = 0; h < H; ++h)
+    q.middleCols(h * 128, 128) = q4_rows(rq, rows, extreme ? 40 : -3, extreme ? 44 : 3, false);
+  Mat keys = fp8 ? fp8_rows(rk, entries, extreme ? -62 : -8)
+                 : q4_rows(rk, entries, extreme ? -60 : -3, extreme ? -56 : 3, false);
+  if (extreme && !fp8)
+    for (std::int64_t j = 0; j < entries; j += 4) keys.row(j) = q4_rows(rk, 1, -60, -60, true);
+  Mat wi = bf16_normal(c, "weights", rows, H, 1.0 / std::sqrt(static_cast<double>(H * 128)));
+  if (c.kind == InputKind::kTopkTies) {
+    for (std::int64_t j = 1; j < entries; j += 3) keys.row(j) = keys.row(j - 1);
+    wi.row(0).setZero();
+  }
+  in.put("q", std::move(q), "f32");
+  in.put("weights", std::move(wi), "bf16");
+  in.put("keys", std::move(keys), fp8 ? "f64" : "f32");  // e4m3 × fp32 scale: exact in double
+}
+
+// Exact logits of rows against keys [N, 128] (−∞ where invisible) and the abs bound of the
+// index_logits.logits row, M = Σ_h |w_h| Σ_blocks max_{k in block} |q_k K_k|.
+void exact_index_logits(const Mat& q, const Mat& wi, const Mat& keys, const std::vector<std::int64_t>& pos,
+                        std::int64_t H, Mat& logits, Mat& bound) {
+  const std::int64_t T = q.rows(), N = keys.rows();
+  logits = Mat::Constant(T, N, -std::numeric_limits<double>::infinity());
+  bound = Mat::Zero(T, N);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const std::int64_t vis = std::min(N, ref::indexer_visible(pos[static_cast<std::size_t>(t)]));
+    for (std::int64_t j = 0; j < vis; ++j) {
+      double sum = 0, m = 0;
+      for (std::int64_t h = 0; h < H; ++h) {
+        double dot = 0, big = 0;  // big: Σ over the 4 blocks of the block's largest |q_k K_k|
+        for (Eigen::Index b = 0; b < 4; ++b) {
+          double mx = 0;
+          for (Eigen::Index k = 32 * b; k < 32 * b + 32; ++k) {
+            const double p = q(t, h * 128 + k) * keys(j, k);
+            dot += p;
+            mx = std::max(mx, std::abs(p));
+          }
+          big += mx;
+        }
+        sum += wi(t, h) * std::max(dot, 0.0);
+        m += std::abs(wi(t, h)) * big;
+      }
+      logits(t, j) = sum;
+      bound(t, j) = m;
+    }
+  }
+}
+
+// The plain fp32 port of the same logits (the runner's baseline B).
+Mat fp32_index_logits(const Mat& q, const Mat& wi, const Mat& keys, const std::vector<std::int64_t>& pos,
+                      std::int64_t H) {
+  const std::int64_t T = q.rows(), N = keys.rows();
+  Mat out = Mat::Constant(T, N, -std::numeric_limits<double>::infinity());
+  for (std::int64_t t = 0; t < T; ++t) {
+    const std::int64_t vis = std::min(N, ref::indexer_visible(pos[static_cast<std::size_t>(t)]));
+    for (std::int64_t j = 0; j < vis; ++j) {
+      float sum = 0;
+      for (std::int64_t h = 0; h < H; ++h) {
+        float dot = 0;
+        for (Eigen::Index k = 0; k < 128; ++k)
+          dot += static_cast<float>(q(t, h * 128 + k)) * static_cast<float>(keys(j, k));
+        sum += static_cast<float>(wi(t, h)) * std::max(dot, 0.0f);
+      }
+      out(t, j) = static_cast<double>(sum);
+    }
+  }
+  return out;
+}
+
+// n_eff of index_logits.logits (the row's reason): FP8 keys 33 (one truncated MMA block sum),
+// FP4 keys (H + 6)·32/2^12 (exact block sums; the fp32 tail alone).
+double index_logits_n_eff(const Case& c, const ModelConfig&, std::string_view) {
+  return c.dim("fmt") == 1 ? 33.0 : static_cast<double>(c.dim("H") + 6) * 32.0 / 4096.0;
+}
+
+ComponentSpec index_logits_spec() {
+  ComponentSpec s;
+  s.name = "index_logits";
+  s.summary = "lightning-indexer logits of a prefill chunk from the stored Q4/FP8 values (§7.3; "
+              "fp32 kernels, no bf16 stores)";
+  s.inputs = {"q", "weights", "keys", "positions"};
+  s.outputs = {"logits"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies, InputKind::kAllMasked,
+             InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t T = c.dim("T");
+    const std::int64_t p0 = c.kind == InputKind::kAllMasked ? 0 : c.dim("p0");
+    TensorSet in;
+    indexer_kernel_inputs(c, T, std::max<std::int64_t>((p0 + T) / 4, 1), in);
+    in.put("positions", positions_mat(ref::position_range(p0, T)), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    Mat logits, bound;
+    exact_index_logits(k.inputs.at("q"), k.inputs.at("weights"), k.inputs.at("keys"),
+                       positions_of(k.inputs.at("positions")), k.c.dim("H"), logits, bound);
+    TensorSet out;
+    out.put("logits", std::move(logits), "f32");
+    out.put("logits.abs_bound", std::move(bound));
+    return out;
+  };
+  s.baseline_fp32 = [](const ComponentCall& k) {
+    TensorSet out;
+    out.put("logits", fp32_index_logits(k.inputs.at("q"), k.inputs.at("weights"), k.inputs.at("keys"),
+                                        positions_of(k.inputs.at("positions")), k.c.dim("H")),
+            "f32");
+    return out;
+  };
+  s.n_eff = index_logits_n_eff;
+  return s;
+}
+
+// The selection rule of verification.md §9 in the kernels' output form: the set in ascending
+// index order, −1 padding.
+Mat topk_ascending(const Mat& scores, const std::vector<std::int64_t>& visible, std::int64_t K) {
+  Mat out = Mat::Constant(scores.rows(), K, -1.0);
+  for (Eigen::Index t = 0; t < scores.rows(); ++t) {
+    std::vector<std::int64_t> sel = ref::select_topk(
+        std::span<const double>(scores.row(t).data(), static_cast<std::size_t>(visible[static_cast<std::size_t>(t)])),
+        K);
+    std::sort(sel.begin(), sel.end());
+    for (std::size_t i = 0; i < sel.size(); ++i) out(t, static_cast<Eigen::Index>(i)) = static_cast<double>(sel[i]);
+  }
+  return out;
+}
+
+ComponentSpec topk_spec() {
+  ComponentSpec s;
+  s.name = "topk";
+  s.summary = "the indexer's top-k of fp32 scores over the visible prefix: the set, ties to the "
+              "lower index, NaN never, −1 padding, ascending (guide §9)";
+  s.inputs = {"scores", "positions"};
+  s.outputs = {"topk_idx"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies, InputKind::kAllMasked,
+             InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t T = c.dim("T"), p0 = c.kind == InputKind::kAllMasked ? 0 : c.dim("p0");
+    const std::int64_t N = std::max<std::int64_t>((p0 + T) / 4, 1);
+    Mat sc = to_fp32(normal(c, "scores", T, N));
+    Rng rng = rng_for(c, "scores.kind", T, N);
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t j = 0; j < N; ++j) {
+        if (c.kind == InputKind::kTopkTies) sc(t, j) = std::round(sc(t, j) * 2) / 2;  // few values
+        if (c.kind == InputKind::kTopkTies && t % 3 == 0) sc(t, j) = j % 2 ? -0.0 : 0.0;  // all equal (±0)
+        if (c.kind == InputKind::kFormatExtremes) {
+          const double specials[] = {std::numeric_limits<double>::infinity(), -std::numeric_limits<double>::infinity(),
+                                     std::numeric_limits<double>::quiet_NaN(), -0.0, 0.0, 0x1p-149, -0x1p-149,
+                                     0x1.fffffep127, -0x1.fffffep127};
+          if (rng.below(4) == 0) sc(t, j) = specials[rng.below(9)];
+        }
+      }
+    TensorSet in;
+    in.put("scores", std::move(sc), "f32");
+    in.put("positions", positions_mat(ref::position_range(p0, T)), "i64");
+    return in;
+  };
+  const auto select = [](const ComponentCall& k) {
+    const Mat& sc = k.inputs.at("scores");
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    std::vector<std::int64_t> vis(pos.size());
+    for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(sc.cols(), ref::indexer_visible(pos[i]));
+    TensorSet out;
+    out.put("topk_idx", topk_ascending(sc, vis, k.c.dim("K")), "index");
+    return out;
+  };
+  s.reference = select;
+  s.baseline_fp32 = select;  // no arithmetic: the rule alone
+  return s;
+}
+
+ComponentSpec indexer_decode_spec() {
+  ComponentSpec s;
+  s.name = "indexer_decode";
+  s.summary = "batched paged decode of the indexer: B requests x next_n query rows, each against "
+              "its own N keys; the top-k set only (§7.3, §11.3 step 2)";
+  s.inputs = {"q", "weights", "keys", "positions"};
+  s.outputs = {"topk_idx"};
+  s.kinds = {InputKind::kRandom, InputKind::kTopkTies, InputKind::kAllMasked,
+             InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig&) {
+    const std::int64_t B = c.dim("B"), n = c.dim("next_n"), N = c.dim("N");
+    // Request b's first query position: spread so the visible counts differ (and, for
+    // all_masked, the first tokens of a sequence: positions 0..n−1 for request 0).
+    std::vector<std::int64_t> pos;
+    for (std::int64_t b = 0; b < B; ++b) {
+      const std::int64_t last = c.kind == InputKind::kAllMasked && b == 0 ? n - 1 : 4 * N - 1 - 37 * b % (2 * N);
+      for (std::int64_t i = 0; i < n; ++i) pos.push_back(std::max<std::int64_t>(0, last - (n - 1) + i));
+    }
+    TensorSet in;
+    indexer_kernel_inputs(c, B * n, B * N, in);
+    in.put("positions", positions_mat(pos), "i64");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::int64_t B = k.c.dim("B"), n = k.c.dim("next_n"), N = k.c.dim("N"), H = k.c.dim("H");
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    const Mat& q = k.inputs.at("q");
+    const Mat& wi = k.inputs.at("weights");
+    Mat logits(B * n, N), bound(B * n, N);
+    for (std::int64_t b = 0; b < B; ++b) {
+      Mat lb, mb;
+      exact_index_logits(q.middleRows(b * n, n), wi.middleRows(b * n, n), k.inputs.at("keys").middleRows(b * N, N),
+                         std::vector<std::int64_t>(pos.begin() + b * n, pos.begin() + (b + 1) * n), H, lb, mb);
+      logits.middleRows(b * n, n) = lb;
+      bound.middleRows(b * n, n) = mb;
+    }
+    std::vector<std::int64_t> vis(pos.size());
+    for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(N, ref::indexer_visible(pos[i]));
+    TensorSet out;
+    out.put("topk_idx", topk_ascending(logits, vis, k.c.dim("K")), "index");
+    out.put("logits", std::move(logits), "f32");
+    out.put("logits.abs_bound", std::move(bound));
+    return out;
+  };
+  s.baseline_fp32 = [](const ComponentCall& k) {
+    const std::int64_t B = k.c.dim("B"), n = k.c.dim("next_n"), N = k.c.dim("N"), H = k.c.dim("H");
+    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+    Mat logits(B * n, N);
+    for (std::int64_t b = 0; b < B; ++b)
+      logits.middleRows(b * n, n) = fp32_index_logits(
+          k.inputs.at("q").middleRows(b * n, n), k.inputs.at("weights").middleRows(b * n, n),
+          k.inputs.at("keys").middleRows(b * N, N), std::vector<std::int64_t>(pos.begin() + b * n, pos.begin() + (b + 1) * n), H);
+    std::vector<std::int64_t> vis(pos.size());
+    for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(N, ref::indexer_visible(pos[i]));
+    TensorSet out;
+    out.put("topk_idx", topk_ascending(logits, vis, k.c.dim("K")), "index");
+    return out;
+  };
+  s.n_eff = index_logits_n_eff;
+  return s;
+}
+
 ComponentSpec router_spec() {
   ComponentSpec s;
   s.name = "router";
@@ -1324,6 +1611,8 @@ const std::vector<ComponentSpec>& components() {
       compressor_spec(false),  compressor_spec(true),
       compressor_decode_spec(false), compressor_decode_spec(true),
       index_query_spec(),      index_scores_spec(),
+      index_logits_spec(),     topk_spec(),
+      indexer_decode_spec(),
       router_spec(),           hash_router_spec(),
       expert_spec(),           dequant_fp8_spec(),
       dequant_fp4_spec()};
@@ -1497,6 +1786,24 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("index_scores", tf, idx, K::kRandom, P::kOfficial);
   add("index_scores", fl, {{"T", 2}, {"p0", 4094}, {"H", 64}, {"D", 128}, {"K", 512}}, K::kRandom,
       P::kExact);
+
+  // The indexer kernels' components (official: the inputs are the stored Q4 / FP8 values).
+  // tiny-flash H = 4; V4-Flash H = 64, K_I = 512. fmt 0: FP4 keys (68-byte rows), 1: FP8 (132).
+  for (std::int64_t fmt : {0, 1})
+    for (K k : {K::kRandom, K::kTopkTies, K::kAllMasked, K::kFormatExtremes})
+      add("index_logits", tf, {{"T", 40}, {"p0", 190}, {"H", 4}, {"fmt", fmt}}, k, P::kOfficial);
+  add("index_logits", fl, {{"T", 2}, {"p0", 4094}, {"H", 64}, {"fmt", 0}}, K::kRandom, P::kOfficial);
+  for (K k : {K::kRandom, K::kTopkTies, K::kAllMasked, K::kFormatExtremes})
+    add("topk", tf, {{"T", 16}, {"p0", 1500}, {"K", 32}}, k, P::kOfficial);  // N > 256: ties span top-k tiles
+  add("topk", fl, {{"T", 2}, {"p0", 65534}, {"K", 512}}, K::kRandom, P::kOfficial);
+  for (std::int64_t fmt : {0, 1})
+    for (K k : {K::kRandom, K::kTopkTies, K::kAllMasked, K::kFormatExtremes})
+      add("indexer_decode", tf, {{"B", 3}, {"next_n", 2}, {"N", 200}, {"H", 4}, {"K", 32}, {"fmt", fmt}}, k,
+          P::kOfficial);
+  add("indexer_decode", tf, {{"B", 2}, {"next_n", 1}, {"N", 100}, {"H", 4}, {"K", 32}, {"fmt", 0}}, K::kRandom,
+      P::kOfficial);
+  add("indexer_decode", fl, {{"B", 2}, {"next_n", 2}, {"N", 1024}, {"H", 64}, {"K", 512}, {"fmt", 0}},
+      K::kRandom, P::kOfficial);
 
   for (K k : {K::kRandom, K::kTopkTies})
     add("router", tf, {{"T", 17}, {"E", 8}, {"k", 2}}, k, P::kExact);

@@ -46,6 +46,11 @@ constexpr std::string_view kNearTieRoute =
     "Guide §9 applied to the selection scores s_e + bias_e (the bias is exact): tau_j = 2 * "
     "allowed_j(router.scores) of the same path.";
 
+constexpr std::string_view kTopkRule =
+    "No arithmetic freedom: the scores are the inputs, and verification.md §9 fixes the set (the "
+    "min(K, #non-NaN visible) largest, -0 = +0, ties to the lower index, NaN never) and its form "
+    "(ascending, -1 padding), so any difference is a wrong selection; a near-tie allowance would "
+    "hide a reversed tie rule, which exact ties in the inputs exercise.";
 constexpr std::string_view kIndexMath =
     "No arithmetic freedom: the window of query t is integer index arithmetic, [max(0, t - n_win + "
     "1), t] (§5.3), with no rounding anywhere, so any difference is a wrong key set; an "
@@ -56,6 +61,21 @@ constexpr std::string_view kHashSet =
     "on the indicator scores 1[e in S_ref]: theta = 1 and every expert outside S_ref sits at "
     "distance 1 from it, while tau = 2 * allowed(hash_router.scores) <= 1e-5 (fp32) or 1e-11 "
     "(fp64), so no swap is ever explained: the sets must be equal.";
+
+constexpr std::string_view kIndexLogits =
+    "The indexer kernel (indexer_tile.hpp) does one wgmma m64n64k32 per 32-dim scale block with a "
+    "fresh accumulator, folds the power-of-two block scales in exactly, then an fp32 tail: 4 fmas, "
+    "the FP8 row scale, the head weight, a head sum of <= 64 terms. M = sum_h |w_h| sum_blocks "
+    "max_k |q_k K_k|. FP8 keys (n_eff = 33): under the 14-bit aligned-truncated model a block sum "
+    "loses < 1 quantum 2^(e_max - 13) <= 2^-13 max_k |p_k| per term over 33 terms, so the head "
+    "logit is off by < 33 * 2^-13 sum_blocks max|p|; the fp32 tail adds <= (H + 6) u32 sum_k |p_k| "
+    "<= (H + 6) 32 u32 M <= 0.55 * 2^-12 M at H = 64; c = 2^12 allows 33 * 2^-12 M, 1.9x the "
+    "sum. FP4 keys (n_eff = (H + 6) 32 / 2^12, i.e. (H + 6) 32 u32 M): e2m1 x e2m1 products are "
+    "multiples of 1/4 below 36, so every block sum is exact in any accumulation and only the "
+    "fp32 tail remains. The kernel's bits equal idx::logits_model (tests/simt/"
+    "indexer_simt_test.cpp). Measured in the SIMT tests: worst error / allowed 4e-6 (IEEE "
+    "model), 9e-3 (14-bit truncation, FP8 keys). No loose row: the inputs are the stored formats, "
+    "so the exact logits do not depend on the mode (Rx = Rq).";
 
 constexpr std::array kRows = {
     // ---------------------------------------------------------------- runner, fp32 tight gates
@@ -434,6 +454,10 @@ constexpr std::array kRows = {
         "index_scores.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"index_scores.topk_idx", "fp64", R::kNearTieSet, 2, 0, 0, "scores",
                  "index_scores.scores", kNearTie},
+    ToleranceRow{"index_logits.logits", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
+    ToleranceRow{"topk.topk_idx", "fp64", R::kExact, 0, 0, 0, {}, {}, kTopkRule},
+    ToleranceRow{"indexer_decode.topk_idx", "fp64", R::kNearTieSet, 2, 0, 0, "logits",
+                 "index_logits.logits", kNearTie},
     ToleranceRow{"router.scores", "fp64", R::kRelRms, 0x1p-40, 0x1p-40, 0, {}, {}, kFp64Order},
     ToleranceRow{"router.routed_idx", "fp64", R::kNearTieSet, 2, 0, 0, "selection_scores",
                  "router.scores", kNearTieRoute},
@@ -713,15 +737,10 @@ constexpr std::array kRows = {
                  0,
                  {},
                  {},
-                 "One wgmma m64n64k32 per 32-dim scale block with a fresh accumulator: under the "
-                 "14-bit aligned-truncated model each block sum D_kb is off by < 33 * 2^-13 of its "
-                 "sum |q_k K_k| (mma.out with K = 32), and the power-of-two block scales carry that "
-                 "over exactly, so the head logit is within 33 * 2^-13 M_h; the fp32 tail (4 "
-                 "fmas, the FP8 row scale, the head weight, a head sum of <= 64 terms) adds "
-                 "<= (H + 6) u32 M <= 70 * 2^-24 M. c = 2^12 with n_eff = 33 allows 33 * 2^-12 M: "
-                 "a 2x margin on the sum. FP4 x FP4 block sums are exact in any accumulation (the "
-                 "products are multiples of 1/4 below 36), so there only the fp32 tail remains "
-                 "and the kernel's bits equal idx::logits_model (tests/simt/indexer_simt_test.cpp)."},
+                 kIndexLogits},
+    ToleranceRow{"topk.topk_idx", "fp32", R::kExact, 0, 0, 0, {}, {}, kTopkRule},
+    ToleranceRow{"indexer_decode.topk_idx", "fp32", R::kNearTieSet, 2, 0, 0, "logits",
+                 "index_logits.logits", kNearTie},
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "v4ref/cuda/indexer_tile.hpp"
 #include "v4ref/cuda/simt/simt.hpp"
@@ -45,6 +46,8 @@ enum class LogitsFault : int {
   kPageTableOffset,   // every request reads request 0's page table
   kNoProxyFence,      // operands written with st.shared reach the wgmma unfenced
   kNoPageWait,        // the expansion does not wait for the page's copy
+  kSelectionOverflow, // fused path: pending candidates merged only after the last page (the
+                      // ones past the pending capacity are lost)
 };
 
 constexpr int kThreads = idx::kThreads;
@@ -134,8 +137,11 @@ V4REF_SIMT_DEVICE void expand_fp8_row(sptr<const std::uint32_t> raw, int row, in
   }
 }
 
-template <KeyFormat KF, int H, LogitsFault F = LogitsFault::kNone>
-V4REF_SIMT_KERNEL(kThreads) index_logits_kernel(const LogitsArgs a) {
+// The logits of CTA (x, y) (tile x, page split y), handed to `sink`: sink.store(t, j, v) by one
+// lane per (tile row t, visible entry j); sink.page_done(p, last) by every thread after each page.
+// Returns false (before any barrier, for the whole CTA) when the split sees no page.
+template <KeyFormat KF, int H, LogitsFault F, class Sink>
+V4REF_SIMT_DEVICE bool logits_tile(const LogitsArgs& a, Sink& sink) {
   constexpr int G = idx::kColumns / H;                  // tokens per group
   constexpr int kSlots = H <= 8 ? 8 : idx::kColumns / H;  // tokens a thread touches per group
   constexpr int kPer = H >= 8 ? H / 8 : 1;                  // column octets per token
@@ -157,7 +163,7 @@ V4REF_SIMT_KERNEL(kThreads) index_logits_kernel(const LogitsArgs a) {
   const std::int32_t pages = (vis_max + idx::kPageRows - 1) / idx::kPageRows;
   const std::int32_t p_begin = static_cast<std::int32_t>(block_idx().y) * a.pages_per_split;
   const std::int32_t p_end = p_begin + a.pages_per_split < pages ? p_begin + a.pages_per_split : pages;
-  if (p_begin >= p_end) return;  // the whole CTA: nothing of this split is visible
+  if (p_begin >= p_end) return false;  // the whole CTA: nothing of this split is visible
 
   const auto issue_page = [&](std::int32_t p, int buf) {
     const std::int32_t table_row = F == LogitsFault::kPageTableOffset ? 0 : b * a.max_pages;
@@ -280,16 +286,207 @@ V4REF_SIMT_KERNEL(kThreads) index_logits_kernel(const LogitsArgs a) {
           if (H >= 8) v = idx::add_rn(v, shfl_xor(kFullMask, v, 2));
           if (F == LogitsFault::kReluAfterHeadSum) v = idx::max_f(v, 0.0f);
           const int token = H == 4 ? 2 * slot + q / 2 : slot;
-          const bool owner = (q & 1) == half && (H == 4 || kSlots == 1 || (slot & 1) == (q >> 1));
+          // one lane per (row, key): H = 4 lanes q, q^1 share a token (q & 1 picks the key);
+          // H >= 8 all four hold the sum (q & 1 picks the key, q >> 1 the slot's parity)
+          const bool owner = (q & 1) == half && (H == 4 || (slot & 1) == (q >> 1));
           const int t = g * G + token;
           const std::int64_t j = static_cast<std::int64_t>(p) * idx::kPageRows + m;
-          if (owner && t < nrows && j < ld(svis + t))
-            st(a.logits + static_cast<std::int64_t>(row0 + t) * a.stride + j, v);
+          if (owner && t < nrows && j < ld(svis + t)) sink.store(t, j, v);
         }
       }
     }
+    sink.page_done(p, p + 1 == p_end);
     sync_threads();  // A and sk are free for the next page
   }
+  return true;
+}
+
+// The materialised logits: one fp32 store per (row, visible entry).
+struct GlobalLogits {
+  gptr<float> logits;
+  std::int64_t stride;
+  std::int32_t row0;
+  V4REF_SIMT_DEVICE void store(int t, std::int64_t j, float v) {
+    st(logits + static_cast<std::int64_t>(row0 + t) * stride + j, v);
+  }
+  V4REF_SIMT_DEVICE void page_done(std::int32_t, bool) {}
+};
+
+template <KeyFormat KF, int H, LogitsFault F = LogitsFault::kNone>
+V4REF_SIMT_KERNEL(kThreads) index_logits_kernel(const LogitsArgs a) {
+  GlobalLogits sink{a.logits, a.stride, ld(a.tiles + 3 * block_idx().x + 1)};
+  logits_tile<KF, H, F>(a, sink);
+}
+
+// ------------------------------------------------------------------ the fused decode path
+//
+// Stage 1 (index_topk_partial_kernel): the logits pipeline above, but a page's scores go to a
+// running selection in shared memory instead of global memory. Per tile row (at most 2: the
+// next_n rows of one request) the selection is an array of S = pow2(K + P) 64-bit composites
+// c = key(score) << 32 | (2^32 − 1 − j) (key: the order-preserving bits of topk_kernels, −0 on
+// +0; NaN has none and is never a candidate), all distinct, so "the K largest composites" is the
+// rule of verification.md §9 (higher score, then lower index). Slots [0, K) hold the selection,
+// [K, K + P) the pending candidates: a score enters pending (shared atomic slot) when its
+// composite beats θ, the K-th selected one (0 while fewer than K are selected). After a page
+// that leaves fewer than 64 free pending slots, and after the last page, the whole array is
+// bitonic-sorted in descending order (empty slots are 0, below every composite) and θ updated.
+// The split's selection goes to `part` [rows][splits][K] (0-padded) and its count to `part_n`.
+// Stage 2 (index_topk_merge_kernel): one CTA per row sorts the splits' partial selections,
+// keeps the K largest and writes their entry indices in ascending order, −1 padding.
+
+struct TopkArgs {
+  std::int32_t k;                    // K_I: a power of two in [8, 1024]
+  std::int32_t splits;               // grid.y of stage 1
+  gptr<std::uint64_t> part;          // [R, splits, K]
+  gptr<std::int32_t> part_n;         // [R, splits]
+  gptr<std::int32_t> out;            // [R, K]
+};
+
+V4REF_SIMT_HD std::uint32_t pending_capacity(std::int32_t k) { return k < 64 ? 64u : static_cast<std::uint32_t>(k); }
+V4REF_SIMT_HD std::uint32_t pow2_at_least(std::uint32_t n) {
+  std::uint32_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+V4REF_SIMT_HD std::uint32_t selection_slots(std::int32_t k) {
+  return pow2_at_least(static_cast<std::uint32_t>(k) + pending_capacity(k));
+}
+template <KeyFormat KF>
+V4REF_SIMT_HD unsigned partial_sel_offset() {
+  return (indexer_smem_bytes<KF> + 15u) & ~15u;
+}
+// Shared bytes of stage 1: the logits pipeline, 2 rows of selection slots, counters.
+template <KeyFormat KF>
+V4REF_SIMT_HD unsigned partial_smem_bytes(std::int32_t k) {
+  return partial_sel_offset<KF>() + 2u * selection_slots(k) * 8u + 32u;
+}
+V4REF_SIMT_HD unsigned merge_smem_bytes(std::int32_t k, std::int32_t splits) {
+  return pow2_at_least(static_cast<std::uint32_t>(k) * static_cast<std::uint32_t>(splits)) * 8u +
+         pow2_at_least(static_cast<std::uint32_t>(k)) * 4u;
+}
+
+// Order-preserving bits of a score; false for NaN (topk_kernels::score_key's rule).
+V4REF_SIMT_HD bool order_key(float x, std::uint32_t* key) {
+  std::uint32_t u;
+#if defined(__CUDA_ARCH__)
+  u = __float_as_uint(x);
+#else
+  std::memcpy(&u, &x, 4);
+#endif
+  if ((u & 0x7fffffffu) > 0x7f800000u) return false;
+  if (u == 0x80000000u) u = 0;
+  *key = (u & 0x80000000u) != 0 ? ~u : (u | 0x80000000u);
+  return true;
+}
+
+// Bitonic sort of v[0, n) (n a power of two) by the whole CTA; descending when `desc`.
+template <class T>
+V4REF_SIMT_DEVICE void bitonic_sort(sptr<T> v, std::uint32_t n, bool desc) {
+  const unsigned tid = thread_idx().x;
+  for (std::uint32_t size = 2; size <= n; size <<= 1)
+    for (std::uint32_t stride = size >> 1; stride > 0; stride >>= 1) {
+      for (std::uint32_t t = tid; t < n / 2; t += kThreads) {
+        const std::uint32_t i = 2 * t - (t & (stride - 1));  // bit `stride` of i is clear
+        const std::uint32_t j = i + stride;
+        const bool up = ((i & size) == 0) == desc;           // this run's direction
+        const T x = ld(v + i), y = ld(v + j);
+        if (up ? x < y : x > y) {
+          st(v + i, y);
+          st(v + j, x);
+        }
+      }
+      sync_threads();
+    }
+}
+
+template <LogitsFault F>
+struct SharedSelection {
+  sptr<std::uint64_t> slots;  // [2][S]
+  sptr<std::uint32_t> ctr;    // [2] selected, [2] pending, [2][2] θ (as two words)
+  std::uint32_t k, cap, S;
+  int rows;                   // tile rows (1 or 2)
+  V4REF_SIMT_DEVICE void store(int t, std::int64_t j, float v) {
+    std::uint32_t key;
+    if (!order_key(v, &key)) return;
+    const std::uint64_t c = (static_cast<std::uint64_t>(key) << 32) | (0xFFFFFFFFu - static_cast<std::uint32_t>(j));
+    const std::uint64_t theta = (static_cast<std::uint64_t>(ld(ctr + 4 + 2 * t)) << 32) | ld(ctr + 5 + 2 * t);
+    if (c <= theta) return;
+    const std::uint32_t at = atomic_add(ctr + 2 + t, 1u);
+    if (at < cap) st(slots + t * S + k + at, c);  // a merge is due before the capacity is reached
+  }
+  // Sorts row t's slots when `force` or fewer than 64 pending slots are left. Every thread.
+  V4REF_SIMT_DEVICE void maybe_merge(int t, bool force) {
+    const unsigned tid = thread_idx().x;
+    const std::uint32_t n_sel = ld(ctr + t), n_pend_raw = ld(ctr + 2 + t);
+    const std::uint32_t n_pend = n_pend_raw < cap ? n_pend_raw : cap;
+    if (!force && (n_pend + 64 <= cap || F == LogitsFault::kSelectionOverflow)) return;
+    const sptr<std::uint64_t> v = slots + t * S;
+    for (std::uint32_t i = tid; i < S; i += kThreads)
+      if ((i >= n_sel && i < k) || i >= k + n_pend) st(v + i, std::uint64_t{0});
+    sync_threads();
+    bitonic_sort(v, S, true);
+    if (tid == 0) {
+      const std::uint32_t n = n_sel + n_pend < k ? n_sel + n_pend : k;
+      st(ctr + t, n);
+      st(ctr + 2 + t, 0u);
+      const std::uint64_t theta = n == k ? ld(v + (k - 1)) : 0;
+      st(ctr + 4 + 2 * t, static_cast<std::uint32_t>(theta >> 32));
+      st(ctr + 5 + 2 * t, static_cast<std::uint32_t>(theta));
+    }
+    sync_threads();
+  }
+  V4REF_SIMT_DEVICE void page_done(std::int32_t, bool last) {
+    sync_threads();  // the page's candidates are in
+    for (int t = 0; t < rows; ++t) maybe_merge(t, last);
+  }
+};
+
+template <KeyFormat KF, int H, LogitsFault F = LogitsFault::kNone>
+V4REF_SIMT_KERNEL(kThreads) index_topk_partial_kernel(const LogitsArgs a, const TopkArgs tk) {
+  const sptr<unsigned char> smem = dynamic_smem<unsigned char>();
+  const std::uint32_t S = selection_slots(tk.k);
+  SharedSelection<F> sel{scast<std::uint64_t>(smem + partial_sel_offset<KF>()),
+                         scast<std::uint32_t>(smem + partial_sel_offset<KF>() + 2 * S * 8),
+                         static_cast<std::uint32_t>(tk.k), pending_capacity(tk.k), S,
+                         ld(a.tiles + 3 * block_idx().x + 2)};
+  const unsigned tid = thread_idx().x;
+  if (tid < 8) st(sel.ctr + tid, 0u);
+  sync_threads();
+  logits_tile<KF, H, F>(a, sel);
+  // The split's selection of each of its rows (an empty one when it saw no page).
+  const std::int32_t row0 = ld(a.tiles + 3 * block_idx().x + 1);
+  const std::int32_t nrows = ld(a.tiles + 3 * block_idx().x + 2);
+  for (int t = 0; t < nrows; ++t) {
+    const std::int64_t r = row0 + t;
+    const std::uint32_t n = ld(sel.ctr + t);
+    const std::int64_t base = (r * tk.splits + block_idx().y) * tk.k;
+    for (std::int32_t i = static_cast<std::int32_t>(tid); i < tk.k; i += kThreads)
+      st(tk.part + base + i, static_cast<std::uint32_t>(i) < n ? ld(sel.slots + t * S + i) : std::uint64_t{0});
+    if (tid == 0) st(tk.part_n + r * tk.splits + block_idx().y, static_cast<std::int32_t>(n));
+  }
+}
+
+V4REF_SIMT_KERNEL(kThreads) index_topk_merge_kernel(const TopkArgs tk) {
+  const std::int64_t r = block_idx().x;
+  const unsigned tid = thread_idx().x;
+  const std::uint32_t M = pow2_at_least(static_cast<std::uint32_t>(tk.k) * static_cast<std::uint32_t>(tk.splits));
+  const std::uint32_t K2 = pow2_at_least(static_cast<std::uint32_t>(tk.k));
+  const sptr<std::uint64_t> v = dynamic_smem<std::uint64_t>();
+  const sptr<std::uint32_t> ix = scast<std::uint32_t>(v + M);
+  const std::int64_t base = r * tk.splits * tk.k;
+  for (std::uint32_t i = tid; i < M; i += kThreads)
+    st(v + i, i < static_cast<std::uint32_t>(tk.k * tk.splits) ? ld(tk.part + base + i) : std::uint64_t{0});
+  std::int32_t total = 0;
+  for (std::int32_t s = 0; s < tk.splits; ++s) total += ld(tk.part_n + r * tk.splits + s);
+  sync_threads();
+  bitonic_sort(v, M, true);
+  const std::uint32_t n = static_cast<std::uint32_t>(total < tk.k ? total : tk.k);
+  for (std::uint32_t i = tid; i < K2; i += kThreads)
+    st(ix + i, i < n ? 0xFFFFFFFFu - static_cast<std::uint32_t>(ld(v + i)) : 0xFFFFFFFFu);
+  sync_threads();
+  bitonic_sort(ix, K2, false);
+  for (std::int32_t i = static_cast<std::int32_t>(tid); i < tk.k; i += kThreads)
+    st(tk.out + r * tk.k + i, static_cast<std::uint32_t>(i) < n ? static_cast<std::int32_t>(ld(ix + i)) : -1);
 }
 
 }  // namespace v4ref::cuda::indexer_kernels

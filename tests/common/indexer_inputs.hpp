@@ -155,7 +155,8 @@ inline IndexerData make_indexer_data(idx::KeyFormat format, int heads,
   return d;
 }
 
-// Exact logits and the abs bound M = Σ_h |w_h| Σ_k |q_k K_k| per (row, visible key), in double
+// Exact logits and the abs bound of the index_logits.logits row, M = Σ_h |w_h| Σ_blocks
+// max_k |q_k K_k|, per (row, visible key), in double
 // from the stored values; [R, stride], −∞ (logits) and 0 (bound) where invisible.
 struct ExactLogits {
   std::vector<double> logits, bound;
@@ -184,10 +185,15 @@ inline ExactLogits exact_logits(const IndexerData& d) {
       values(d.key_row(d.request[static_cast<std::size_t>(r)], j), d.format == idx::KeyFormat::kFp4, kv.data());
       double sum = 0, m = 0;
       for (std::int64_t h = 0; h < H; ++h) {
-        double dot = 0, adot = 0;
-        for (int k = 0; k < 128; ++k) {
-          dot += qv[static_cast<std::size_t>(h * 128 + k)] * kv[static_cast<std::size_t>(k)];
-          adot += std::abs(qv[static_cast<std::size_t>(h * 128 + k)] * kv[static_cast<std::size_t>(k)]);
+        double dot = 0, adot = 0;  // adot: Σ over blocks of the block's largest |q_k K_k|
+        for (int b = 0; b < 4; ++b) {
+          double mx = 0;
+          for (int k = 32 * b; k < 32 * b + 32; ++k) {
+            const double prod = qv[static_cast<std::size_t>(h * 128 + k)] * kv[static_cast<std::size_t>(k)];
+            dot += prod;
+            mx = std::max(mx, std::abs(prod));
+          }
+          adot += mx;
         }
         const double wh = static_cast<double>(d.w[static_cast<std::size_t>(r * H + h)]);
         sum += wh * std::max(dot, 0.0);
@@ -198,6 +204,11 @@ inline ExactLogits exact_logits(const IndexerData& d) {
     }
   }
   return out;
+}
+
+// n_eff of the index_logits.logits row (compare/src/components.cpp index_logits_n_eff).
+inline double index_logits_n_eff(idx::KeyFormat f, int heads) {
+  return f == idx::KeyFormat::kFp8 ? 33.0 : static_cast<double>(heads + 6) * 32.0 / 4096.0;
 }
 
 }  // namespace v4ref::test

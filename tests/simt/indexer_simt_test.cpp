@@ -5,6 +5,7 @@
 // (traffic, bank conflicts, MMA count).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -133,7 +134,7 @@ TEST(IndexerSimt, WithinTheToleranceRowOfTheExactLogits) {
         compare::AllowanceInputs in;
         in.ref = &ref;
         in.abs_bound = &bound;
-        in.n_eff = idx::kBlockDims + 1;
+        in.n_eff = test::index_logits_n_eff(f, d.heads);
         const compare::Mat allowed = compare::allowance(row, in);
         int bad = 0;
         double worst = 0;
@@ -189,14 +190,14 @@ TEST(IndexerSimt, EveryFaultIsCaught) {
   }
 }
 
-// The executor's analysis of a Flash decode launch: 4 requests, one query token each, 1024
-// visible entries (16 pages) each, FP4 and FP8 keys.
+// The executor's analysis of a Flash decode launch: 4 requests, one query token each, 2048
+// visible entries (32 pages, two splits of the device grid) each, FP4 and FP8 keys.
 TEST(IndexerSimt, DecodeLaunchAnalysis) {
   for (KeyFormat f : {KeyFormat::kFp4, KeyFormat::kFp8}) {
-    const IndexerData d = make_indexer_data(f, 64, {4095, 4095, 4095, 4095}, 1, IndexerInputs::kRandom,
+    const IndexerData d = make_indexer_data(f, 64, {8191, 8191, 8191, 8191}, 1, IndexerInputs::kRandom,
                                             derive_seed("indexer_simt", "analysis", "", 3));
     simt::LaunchReport rep;
-    const std::vector<float> got = run(d, {}, &rep);  // the device's split: 2 CTAs per request
+    const std::vector<float> got = run(d, {}, &rep);  // the device's grid: 2 splits per request
     ASSERT_TRUE(rep.ok()) << rep.summary();
     expect_bits_equal(got, model(d), "analysis launch");
     std::printf("%s decode: traffic ratio %.3f, t_lower H100 %.2f us, mma %llu\n", idx::format_name(f),
@@ -204,13 +205,96 @@ TEST(IndexerSimt, DecodeLaunchAnalysis) {
     EXPECT_LE(rep.traffic_ratio, 1.10);
     EXPECT_GE(rep.traffic_ratio, 0.99);
     // MMA: 4 per page and group = the useful work (one query token fills the 64 columns).
-    EXPECT_EQ(rep.mix.mma, 4u * 16u * 4u);
-    EXPECT_DOUBLE_EQ(rep.mma_flops_fp8, 2.0 * 64 * 128 * 1024 * 4);  // 2·H·D·P
+    EXPECT_EQ(rep.mix.mma, 4u * 32u * 4u);
+    EXPECT_DOUBLE_EQ(rep.mma_flops_fp8, 2.0 * 64 * 128 * 2048 * 4);  // 2·H·D·P
     for (const simt::SiteStats& s : rep.sites)
       if (s.space == "shared") {
         EXPECT_EQ(s.worst_bank_ways, 1) << s.site << " " << s.op << " " << s.access_bytes << " B";
       }
   }
+}
+
+// The rule of verification.md §9 on fp32 logits [R, stride]: per row the min(k, visible)
+// largest, ties to the lower index, ascending, −1 padding.
+std::vector<std::int32_t> rule_topk(const IndexerData& d, const std::vector<float>& logits, std::int32_t k) {
+  std::vector<std::int32_t> out;
+  for (std::int64_t r = 0; r < d.rows(); ++r) {
+    const std::int64_t vis = idx::visible_entries(d.pos[static_cast<std::size_t>(r)]);
+    std::vector<std::int64_t> j(static_cast<std::size_t>(vis));
+    for (std::int64_t i = 0; i < vis; ++i) j[static_cast<std::size_t>(i)] = i;
+    const float* row = logits.data() + r * d.stride;
+    std::stable_sort(j.begin(), j.end(), [&](std::int64_t a, std::int64_t b) {
+      const float x = row[a] == 0.0f ? 0.0f : row[a], y = row[b] == 0.0f ? 0.0f : row[b];  // −0 = +0
+      return x > y;
+    });
+    if (static_cast<std::int64_t>(j.size()) > k) j.resize(static_cast<std::size_t>(k));
+    std::sort(j.begin(), j.end());
+    for (std::int32_t i = 0; i < k; ++i)
+      out.push_back(i < static_cast<std::int32_t>(j.size()) ? static_cast<std::int32_t>(j[static_cast<std::size_t>(i)]) : -1);
+  }
+  return out;
+}
+
+// The fused decode path (logits never in global memory) selects exactly the set that the rule
+// selects on the logits kernel's bits, for every split of the pages (the merge of partial
+// selections), next_n 1 and 2, FP4 and FP8 keys, tie-heavy and short (visible < k) rows.
+TEST(IndexerSimt, FusedDecodeSelectsTheSetOfTheLogits) {
+  struct Fused {
+    const char* name;
+    KeyFormat format;
+    int heads;
+    std::vector<std::int32_t> first;
+    int next_n;
+    std::int32_t k;
+    IndexerInputs kind;
+  };
+  const Fused cases[] = {
+      {"flash_next1", KeyFormat::kFp4, 64, {4095, 1500, 2}, 1, 512, IndexerInputs::kRandom},
+      {"flash_next2_fp8", KeyFormat::kFp8, 64, {3000, 2100}, 2, 512, IndexerInputs::kRandom},
+      {"pro_k1024", KeyFormat::kFp4, 64, {8191}, 1, 1024, IndexerInputs::kRandom},
+      {"tiny_h4_ties", KeyFormat::kFp4, 4, {900, 5, 0}, 2, 32, IndexerInputs::kAllNegative},
+      {"tiny_h8_equal", KeyFormat::kFp8, 8, {700, 333}, 2, 64, IndexerInputs::kEqualKeys},
+      {"tiny_h4_saturated", KeyFormat::kFp4, 4, {1200}, 2, 32, IndexerInputs::kSaturated},
+  };
+  for (const Fused& f : cases) {
+    const IndexerData d = make_indexer_data(f.format, f.heads, f.first, f.next_n, f.kind,
+                                            derive_seed("indexer_simt", "fused", f.name, 4));
+    const std::vector<std::int32_t> want = rule_topk(d, model(d), f.k);
+    for (const int pps : {0, 1, 3}) {
+      IndexerSimtOptions o;
+      o.pages_per_split = pps;
+      simt::LaunchReport p1, p2;
+      const std::vector<std::int32_t> got = index_topk_decode_simt(d.problem(), f.k, o, &p1, &p2);
+      ASSERT_TRUE(p1.ok()) << f.name << "\n" << p1.summary();
+      ASSERT_TRUE(p2.ok()) << f.name << "\n" << p2.summary();
+      EXPECT_EQ(got, want) << f.name << " pages_per_split " << pps;
+      // No logits reach global memory: the partial kernel's global stores are the partials only.
+      for (const simt::SiteStats& s : p1.sites)
+        if (s.space == "global" && s.op == "st") {
+          EXPECT_LE(s.access_bytes, 8) << s.site;
+        }
+      if (pps == 0)
+        std::printf("fused %-18s partial: traffic ratio %.3f, t_lower H100 %.2f us; merge %.2f us\n", f.name,
+                    p1.traffic_ratio, p1.t_lower_h100_us, p2.t_lower_h100_us);
+    }
+  }
+}
+
+TEST(IndexerSimt, FusedDecodeFaultsAreCaught) {
+  // Positions 254 (63 visible < k: every entry counts) and 2002 (≡ 2 mod 4: the visibility edge;
+  // its own page table differs from request 0's).
+  const IndexerData d = make_indexer_data(KeyFormat::kFp4, 8, {254, 2002}, 2, IndexerInputs::kRandom,
+                                          derive_seed("indexer_simt", "fused_faults", "", 5));
+  const std::vector<std::int32_t> want = rule_topk(d, model(d), 64);
+  for (int fault : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
+    IndexerSimtOptions o;
+    o.fault = fault;
+    o.run.throw_on_error = false;
+    simt::LaunchReport p1, p2;
+    const std::vector<std::int32_t> got = index_topk_decode_simt(d.problem(), 64, o, &p1, &p2);
+    EXPECT_TRUE(!p1.ok() || !p2.ok() || got != want) << "fault " << fault << " went unnoticed by the fused path";
+  }
+  EXPECT_THROW(index_topk_decode_simt(d.problem(), 48), ShapeError);  // k not a power of two
 }
 
 TEST(IndexerSimt, BadInputsAreNamed) {

@@ -2,6 +2,9 @@
 // executor, on host arrays (library v4ref_kernels_simt; docs/cuda-indexer.md, docs/simt.md).
 #pragma once
 
+#include <cstdint>
+#include <vector>
+
 #include "v4ref/cuda/indexer_tile.hpp"
 #include "v4ref/cuda/simt/executor.hpp"
 
@@ -18,5 +21,13 @@ struct IndexerSimtOptions {
 // row, page or size (idx::make_tiles); Error if the kernel wrote past the logits buffer.
 void index_logits_simt(const idx::LogitsProblem& p, float* logits, const IndexerSimtOptions& opt = {},
                        simt::LaunchReport* report = nullptr);
+
+// The fused decode path (index_topk_partial_kernel, then index_topk_merge_kernel): the top-k
+// sets [R, k] (ascending, −1 padding) without materialised logits. `partial` and `merge` receive
+// the two launches' reports.
+std::vector<std::int32_t> index_topk_decode_simt(const idx::LogitsProblem& p, std::int32_t k,
+                                                 const IndexerSimtOptions& opt = {},
+                                                 simt::LaunchReport* partial = nullptr,
+                                                 simt::LaunchReport* merge = nullptr);
 
 }  // namespace v4ref::cuda

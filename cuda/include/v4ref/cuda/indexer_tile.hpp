@@ -126,8 +126,9 @@ struct Tile {
 
 inline int tokens_per_group(int heads) { return kColumns / heads; }
 
-// Validates the problem (ShapeError naming the array, row or page) and returns the tiles.
-inline std::vector<Tile> make_tiles(const LogitsProblem& p) {
+// Validates the problem (ShapeError naming the array, row or page) and returns the tiles of at
+// most `max_rows` rows (0: 2·G, the logits kernel's; the fused top-k path takes 2).
+inline std::vector<Tile> make_tiles(const LogitsProblem& p, int max_rows = 0) {
   const auto bad = [](const std::string& why) { throw ShapeError("index_logits: " + why); };
   if (p.heads != 4 && p.heads != 8 && p.heads != 16 && p.heads != 32 && p.heads != 64)
     bad("heads must be 4, 8, 16, 32 or 64 (wgmma N = 64 = tokens x heads), got " +
@@ -135,13 +136,14 @@ inline std::vector<Tile> make_tiles(const LogitsProblem& p) {
   if (p.rows <= 0 || p.requests <= 0 || p.max_pages <= 0 || p.num_pages <= 0 || p.stride <= 0)
     bad("rows, requests, max_pages, num_pages and stride must be positive");
   const int G = tokens_per_group(p.heads);
+  const int cap = max_rows > 0 ? max_rows : kMaxGroups * G;
   std::vector<Tile> tiles;
   for (std::int64_t r = 0; r < p.rows;) {
     const std::int32_t b = p.request[r];
     if (b < 0 || b >= p.requests) bad("row " + std::to_string(r) + " names request " + std::to_string(b));
     if (r > 0 && p.request[r - 1] > b) bad("rows of a request must be consecutive (row " + std::to_string(r) + ")");
     std::int64_t e = r;
-    while (e < p.rows && p.request[e] == b && e - r < kMaxGroups * G) {
+    while (e < p.rows && p.request[e] == b && e - r < cap) {
       if (p.pos[e] < 0) bad("row " + std::to_string(e) + " has position " + std::to_string(p.pos[e]));
       if (e > r && p.pos[e] < p.pos[e - 1]) bad("positions of a request must not decrease (row " + std::to_string(e) + ")");
       const std::int64_t vis = visible_entries(p.pos[e]);
