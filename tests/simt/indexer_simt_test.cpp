@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -202,6 +203,9 @@ TEST(IndexerSimt, DecodeLaunchAnalysis) {
     expect_bits_equal(got, model(d), "analysis launch");
     std::printf("%s decode: traffic ratio %.3f, t_lower H100 %.2f us, mma %llu\n", idx::format_name(f),
                 rep.traffic_ratio, rep.t_lower_h100_us, static_cast<unsigned long long>(rep.mix.mma));
+    const std::string dir = std::string(V4REF_BINARY_DIR) + "/simt-reports";
+    std::filesystem::create_directories(dir);
+    simt::write_report(rep, dir + "/index_logits-" + idx::format_name(f) + "-decode-B4-N2048-H64.json");
     EXPECT_LE(rep.traffic_ratio, 1.10);
     EXPECT_GE(rep.traffic_ratio, 0.99);
     // MMA: 4 per page and group = the useful work (one query token fills the 64 columns).
@@ -273,6 +277,12 @@ TEST(IndexerSimt, FusedDecodeSelectsTheSetOfTheLogits) {
         if (s.space == "global" && s.op == "st") {
           EXPECT_LE(s.access_bytes, 8) << s.site;
         }
+      if (pps == 0 && std::string(f.name) == "flash_next2_fp8") {
+        const std::string dir = std::string(V4REF_BINARY_DIR) + "/simt-reports";
+        std::filesystem::create_directories(dir);
+        simt::write_report(p1, dir + "/index_topk_partial-fp8-decode-B2-next2-H64-k512.json");
+        simt::write_report(p2, dir + "/index_topk_merge-fp8-decode-B2-next2-k512.json");
+      }
       if (pps == 0)
         std::printf("fused %-18s partial: traffic ratio %.3f, t_lower H100 %.2f us; merge %.2f us\n", f.name,
                     p1.traffic_ratio, p1.t_lower_h100_us, p2.t_lower_h100_us);
