@@ -25,6 +25,7 @@
 #include "v4ref/cuda/muon_simt.hpp"
 #include "v4ref/ref/config_json.hpp"
 #include "v4ref/ref/core/formats.hpp"
+#include "v4ref/ref/core/rng.hpp"
 #include "v4ref/ref/muon.hpp"
 
 namespace v4ref {
@@ -60,6 +61,36 @@ TEST(MuonExecutor, PrecisionPointsAndCoefficientsMatchTheReference) {
 // A = 1, A² = 1; B = fma(2.0315, 1, −4.775) = −2.7435 -> bf16 −2.75 (spacing 2^-6 in [2, 4));
 // X = fma(3.4445, 1, −2.75) = 0.6945 -> bf16 0.6953125 (spacing 2^-8 in [0.5, 1)).
 // The exact map gives 0.701; Rq (fp64 with the same roundings) gives the same 0.6953125.
+// Every element operation of the CUDA path bit for bit: the exact value (__float128 holds these
+// products and sums exactly for the operand ranges drawn) rounded once to fp32, then the
+// declared bf16 store. Writing an fma as a product then a sum (e.g. fma(a, X, BX) as a·X + BX)
+// changes the last bit of most cancelling cases and fails here.
+TEST(MuonExecutor, ElementOperationsAreTheExactResultRoundedOnce) {
+  Rng rng(derive_seed("muon_executor", "element_ops", "", 1));
+  const auto draw = [&](double scale) { return static_cast<float>(rng.normal() * scale); };
+  const auto f32 = [](__float128 x) { return static_cast<float>(x); };
+  const auto q = [](float x) { return static_cast<__float128>(x); };
+  int differ_if_split = 0, n = 200000;
+  ns::StepScalars s;
+  s.mu = 0.95f;
+  s.decay = static_cast<float>(1.0 - 1e-4);
+  s.step = 2.5e-3f;
+  for (int i = 0; i < n; ++i) {
+    const float a = draw(3.0), x = draw(1.0), bx = (i % 2 == 0) ? -a * x * (1.0f + draw(1e-4)) : draw(1.0);
+    const float a2 = draw(1.0), b = draw(2.0), c = draw(1.0), m = draw(1.0), g = draw(1.0), w = draw(1.0);
+    ASSERT_EQ(ns::update_store(x, bx, a), fmt::bf16_encode(static_cast<double>(f32(q(a) * q(x) + q(bx)))));
+    const float t = b * a;  // poly_store's first product (fp32, rounded once by the host)
+    ASSERT_EQ(ns::poly_store(a, a2, b, c), fmt::bf16_encode(static_cast<double>(f32(q(c) * q(a2) + q(t)))));
+    ASSERT_EQ(ns::sumsq_accumulate(w, x), f32(q(x) * q(x) + q(w)));
+    ASSERT_EQ(ns::momentum_update(m, g, s.mu), f32(q(s.mu) * q(m) + q(g)));
+    ASSERT_EQ(ns::ns_input(g, m, s), f32(q(s.mu) * q(m) + q(g)));
+    ASSERT_EQ(ns::apply_update(w, x, s), f32(-q(s.step) * q(x) + q(w * s.decay)));
+    differ_if_split += ns::update_store(x, bx, a) != fmt::bf16_encode(static_cast<double>(a * x + bx)) ? 1 : 0;
+  }
+  // The check can tell an fma from a product then a sum in the bf16 outputs.
+  EXPECT_GT(differ_if_split, n / 20);
+}
+
 TEST(MuonExecutor, OneByOneHandValue) {
   const std::vector<float> u = {1.0f};
   const std::vector<std::uint16_t> o =

@@ -48,22 +48,22 @@
 #include <string>
 #include <vector>
 
-#include "mhc_tile.hpp"  // fp32 helpers (mul_rn, add_rn, fma_rn, div_rn, sqrt_rn, exp_f32, bf16)
+#include "v4ref/cuda/fp32_rn.hpp"
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/host_device.hpp"
 
 namespace v4ref::cuda::cmp {
 
-using mhc::add_rn;
-using mhc::bf16_rne_bits;
-using mhc::bf16_value;
-using mhc::div_rn;
-using mhc::exp_f32;
-using mhc::fma_rn;
-using mhc::max_f;
-using mhc::mul_rn;
-using mhc::sqrt_rn;
+using rn::add_rn;
+using rn::bf16_rne_bits;
+using rn::bf16_value;
+using rn::div_rn;
+using rn::exp_f32;
+using rn::fma_rn;
+using rn::max_f;
+using rn::mul_rn;
+using rn::sqrt_rn;
 
 inline constexpr int kCtaChannels = 128;  // channels per CTA
 inline constexpr int kLaneChannels = 4;   // channels per lane (one 16-byte load)

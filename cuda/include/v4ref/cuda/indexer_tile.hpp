@@ -42,17 +42,17 @@
 #include <string>
 #include <vector>
 
-#include "mhc_tile.hpp"  // fp32 helpers (mul_rn, fma_rn, add_rn, max_f)
+#include "v4ref/cuda/fp32_rn.hpp"
 #include "v4ref/ref/core/error.hpp"
 #include "v4ref/ref/core/formats.hpp"
 #include "v4ref/ref/core/host_device.hpp"
 
 namespace v4ref::cuda::idx {
 
-using mhc::add_rn;
-using mhc::fma_rn;
-using mhc::max_f;
-using mhc::mul_rn;
+using rn::add_rn;
+using rn::fma_rn;
+using rn::max_f;
+using rn::mul_rn;
 
 inline constexpr int kHeadDim = 128;   // D_I
 inline constexpr int kBlocks = 4;      // 32-dim scale blocks per row (Q4) = wgmma k-steps
