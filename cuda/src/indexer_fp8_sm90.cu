@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "indexer_kernels.cuh"
@@ -135,54 +136,58 @@ void index_topk_decode(const idx::LogitsProblem& host, const LogitsDeviceArrays&
   V4REF_CUDA_CHECK_LAUNCH();
 }
 
-void index_logits_host(const idx::LogitsProblem& p, float* logits, std::int32_t pages_per_split) {
-  const auto R = static_cast<std::size_t>(p.rows), H = static_cast<std::size_t>(p.heads);
+namespace {
+
+// A host problem's arrays on the device (tests' conveniences), freed on scope exit.
+struct DeviceCopy {
   LogitsDeviceArrays d;
-  d.q = device_copy(p.q, R * H * idx::kQ4RowBytes);
-  d.w = device_copy(p.w, R * H);
-  d.pos = device_copy(p.pos, R);
-  d.page_table = device_copy(p.page_table, static_cast<std::size_t>(p.requests * p.max_pages));
-  d.cache = device_copy(p.cache, static_cast<std::size_t>(p.num_pages) * idx::kPageRows * idx::row_bytes(p.format));
-  d.logits = device_copy(logits, R * static_cast<std::size_t>(p.stride));
-  V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.tiles), 3 * R * 4));
-  index_logits(p, d, pages_per_split);
+  std::vector<void*> owned;
+  template <class T>
+  T* keep(T* p) {
+    owned.push_back(const_cast<std::remove_const_t<T>*>(p));
+    return p;
+  }
+  DeviceCopy(const idx::LogitsProblem& p, const float* logits) {
+    const auto R = static_cast<std::size_t>(p.rows), H = static_cast<std::size_t>(p.heads);
+    d.q = keep(device_copy(p.q, R * H * idx::kQ4RowBytes));
+    d.w = keep(device_copy(p.w, R * H));
+    d.pos = keep(device_copy(p.pos, R));
+    d.page_table = keep(device_copy(p.page_table, static_cast<std::size_t>(p.requests * p.max_pages)));
+    d.cache = keep(device_copy(p.cache, static_cast<std::size_t>(p.num_pages) * idx::kPageRows * idx::row_bytes(p.format)));
+    if (logits != nullptr) d.logits = keep(device_copy(logits, R * static_cast<std::size_t>(p.stride)));
+    V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.tiles), 3 * R * 4));
+    keep(d.tiles);
+  }
+  ~DeviceCopy() {
+    for (void* p : owned) cudaFree(p);
+  }
+  DeviceCopy(const DeviceCopy&) = delete;
+  DeviceCopy& operator=(const DeviceCopy&) = delete;
+};
+
+}  // namespace
+
+void index_logits_host(const idx::LogitsProblem& p, float* logits, std::int32_t pages_per_split) {
+  DeviceCopy c(p, logits);
+  index_logits(p, c.d, pages_per_split);
   V4REF_CUDA_CHECK(cudaDeviceSynchronize());
-  V4REF_CUDA_CHECK(cudaMemcpy(logits, d.logits, R * static_cast<std::size_t>(p.stride) * 4, cudaMemcpyDeviceToHost));
-  cudaFree(const_cast<std::uint8_t*>(d.q));
-  cudaFree(const_cast<float*>(d.w));
-  cudaFree(const_cast<std::int32_t*>(d.pos));
-  cudaFree(const_cast<std::int32_t*>(d.page_table));
-  cudaFree(const_cast<std::uint8_t*>(d.cache));
-  cudaFree(d.logits);
-  cudaFree(d.tiles);
+  V4REF_CUDA_CHECK(cudaMemcpy(logits, c.d.logits, static_cast<std::size_t>(p.rows * p.stride) * 4,
+                              cudaMemcpyDeviceToHost));
 }
 
 std::vector<std::int32_t> index_topk_decode_host(const idx::LogitsProblem& p, std::int32_t k,
                                                  std::int32_t pages_per_split) {
-  const auto R = static_cast<std::size_t>(p.rows), H = static_cast<std::size_t>(p.heads);
-  LogitsDeviceArrays d;
-  d.q = device_copy(p.q, R * H * idx::kQ4RowBytes);
-  d.w = device_copy(p.w, R * H);
-  d.pos = device_copy(p.pos, R);
-  d.page_table = device_copy(p.page_table, static_cast<std::size_t>(p.requests * p.max_pages));
-  d.cache = device_copy(p.cache, static_cast<std::size_t>(p.num_pages) * idx::kPageRows * idx::row_bytes(p.format));
-  V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&d.tiles), 3 * R * 4));
+  DeviceCopy c(p, nullptr);
   std::int32_t* out = nullptr;
   void* scratch = nullptr;
-  V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), R * static_cast<std::size_t>(k) * 4));
+  V4REF_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&out), static_cast<std::size_t>(p.rows * k) * 4));
+  c.keep(out);
   V4REF_CUDA_CHECK(cudaMalloc(&scratch, topk_decode_scratch_bytes(p.rows, k)));
-  index_topk_decode(p, d, k, out, scratch, pages_per_split);
+  c.keep(scratch);
+  index_topk_decode(p, c.d, k, out, scratch, pages_per_split);
   V4REF_CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<std::int32_t> h(R * static_cast<std::size_t>(k));
+  std::vector<std::int32_t> h(static_cast<std::size_t>(p.rows * k));
   V4REF_CUDA_CHECK(cudaMemcpy(h.data(), out, h.size() * 4, cudaMemcpyDeviceToHost));
-  cudaFree(const_cast<std::uint8_t*>(d.q));
-  cudaFree(const_cast<float*>(d.w));
-  cudaFree(const_cast<std::int32_t*>(d.pos));
-  cudaFree(const_cast<std::int32_t*>(d.page_table));
-  cudaFree(const_cast<std::uint8_t*>(d.cache));
-  cudaFree(d.tiles);
-  cudaFree(out);
-  cudaFree(scratch);
   return h;
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "v4ref/compare/runner.hpp"
+#include "../common/indexer_inputs.hpp"
 #include "v4ref/cuda/indexer_simt.hpp"
 #include "v4ref/cuda/indexer_tile.hpp"
 #include "v4ref/cuda/topk_simt.hpp"
@@ -124,6 +125,57 @@ inline void encode_fp8_row(const double* v, std::uint8_t* row, const std::string
   std::memcpy(row + 128, &s, 4);
 }
 
+// The runner's values in the cache formats: queries [R, H·128] (Q4-valued), weights [R, H]
+// (fp32-valued), keys [B·N, 128] (row bN + j = entry j of request b; Q4- or FP8-valued), query
+// positions and requests; request b's pages shuffled (seeded) over a cache with a spare page per
+// request, unused rows NaN codes. ShapeError naming the row when a value is not representable.
+inline IndexerData encode_indexer_data(const ref::Mat& q, const ref::Mat& weights, const ref::Mat& keys,
+                                       const std::vector<std::int32_t>& pos, const std::vector<std::int32_t>& request,
+                                       std::int64_t B, std::int64_t N, int H, cuda::idx::KeyFormat f,
+                                       std::uint64_t page_seed) {
+  namespace idx = cuda::idx;
+  const std::int64_t R = q.rows();
+  IndexerData a;
+  a.format = f;
+  a.heads = H;
+  a.requests = B;
+  a.q.resize(static_cast<std::size_t>(R * H * idx::kQ4RowBytes));
+  a.w.resize(static_cast<std::size_t>(R * H));
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t h = 0; h < H; ++h) {
+      std::vector<double> v(128);
+      for (int k = 0; k < 128; ++k) v[static_cast<std::size_t>(k)] = q(r, h * 128 + k);
+      encode_q4_row(v.data(), a.q.data() + (r * H + h) * idx::kQ4RowBytes,
+                    "q row " + std::to_string(r) + " head " + std::to_string(h));
+      const auto w = static_cast<float>(weights(r, h));
+      if (static_cast<double>(w) != weights(r, h))
+        throw ShapeError("weights[" + std::to_string(r) + ", " + std::to_string(h) + "] is not fp32-valued");
+      a.w[static_cast<std::size_t>(r * H + h)] = w;
+    }
+  a.max_pages = std::max<std::int64_t>(1, (N + idx::kPageRows - 1) / idx::kPageRows);
+  a.num_pages = B * a.max_pages + B;
+  std::vector<std::int32_t> perm(static_cast<std::size_t>(a.num_pages));
+  std::iota(perm.begin(), perm.end(), 0);
+  Rng rng(page_seed);
+  for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
+  a.page_table.assign(perm.begin(), perm.begin() + B * a.max_pages);
+  const int rb = idx::row_bytes(f);
+  a.cache.assign(static_cast<std::size_t>(a.num_pages * idx::kPageRows * rb), 0xFF);  // NaN codes
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t j = 0; j < N; ++j) {
+      std::vector<double> v(128);
+      for (int k = 0; k < 128; ++k) v[static_cast<std::size_t>(k)] = keys(b * N + j, k);
+      std::uint8_t* row = a.key_row(static_cast<std::int32_t>(b), j);
+      const std::string what = "keys row " + std::to_string(b * N + j);
+      if (f == idx::KeyFormat::kFp4) encode_q4_row(v.data(), row, what);
+      else encode_fp8_row(v.data(), row, what);
+    }
+  a.pos = pos;
+  a.request = request;
+  a.stride = std::max<std::int64_t>(N, 1);
+  return a;
+}
+
 enum class IndexerFaultSite { kNone, kLogits, kTopk };
 
 class IndexerKernels final : public compare::Implementation {
@@ -157,94 +209,39 @@ class IndexerKernels final : public compare::Implementation {
   int logits_fault() const { return site_ == IndexerFaultSite::kLogits ? fault_ : 0; }
   int topk_fault() const { return site_ == IndexerFaultSite::kTopk ? fault_ : 0; }
 
-  // The cache-format arrays of B requests with N entries each (keys row bN + j = entry j of
-  // request b) and rows of queries; pages are shuffled with one spare page between requests.
-  struct Arrays {
-    std::vector<std::uint8_t> q, cache;
-    std::vector<float> w;
-    std::vector<std::int32_t> pos, request, page_table;
-    cuda::idx::LogitsProblem p;
-  };
-  static Arrays encode(const compare::ComponentCall& call, std::int64_t B, std::int64_t N,
-                       const std::vector<std::int32_t>& request) {
-    namespace idx = cuda::idx;
-    const ref::Mat& q = call.inputs.at("q");
-    const ref::Mat& wi = call.inputs.at("weights");
-    const ref::Mat& keys = call.inputs.at("keys");
+  static IndexerData encode(const compare::ComponentCall& call, std::int64_t B, std::int64_t N,
+                            const std::vector<std::int32_t>& request) {
     const ref::Mat& pos = call.inputs.at("positions");
-    const std::int64_t H = call.c.dim("H"), R = q.rows();
-    const idx::KeyFormat f = call.c.dim("fmt") == 1 ? idx::KeyFormat::kFp8 : idx::KeyFormat::kFp4;
-    Arrays a;
-    a.q.resize(static_cast<std::size_t>(R * H * idx::kQ4RowBytes));
-    a.w.resize(static_cast<std::size_t>(R * H));
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t h = 0; h < H; ++h) {
-        std::vector<double> v(128);
-        for (int k = 0; k < 128; ++k) v[static_cast<std::size_t>(k)] = q(r, h * 128 + k);
-        encode_q4_row(v.data(), a.q.data() + (r * H + h) * idx::kQ4RowBytes,
-                      "q row " + std::to_string(r) + " head " + std::to_string(h));
-        const auto w = static_cast<float>(wi(r, h));
-        if (static_cast<double>(w) != wi(r, h)) throw ShapeError("weights are not fp32-valued");
-        a.w[static_cast<std::size_t>(r * H + h)] = w;
-      }
-    const std::int64_t pages = std::max<std::int64_t>(1, (N + idx::kPageRows - 1) / idx::kPageRows);
-    const std::int64_t num_pages = B * pages + B;  // a spare page per request
-    std::vector<std::int32_t> perm(static_cast<std::size_t>(num_pages));
-    std::iota(perm.begin(), perm.end(), 0);
-    Rng rng(derive_seed("indexer_implementation", call.c.component, "pages", static_cast<std::uint64_t>(N)));
-    for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[rng.below(i)]);
-    a.page_table.assign(perm.begin(), perm.begin() + B * pages);
-    const int rb = idx::row_bytes(f);
-    a.cache.assign(static_cast<std::size_t>(num_pages * idx::kPageRows * rb), 0xFF);  // NaN codes
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t j = 0; j < N; ++j) {
-        std::vector<double> v(128);
-        for (int k = 0; k < 128; ++k) v[static_cast<std::size_t>(k)] = keys(b * N + j, k);
-        const std::int64_t phys = a.page_table[static_cast<std::size_t>(b * pages + j / idx::kPageRows)];
-        std::uint8_t* row = a.cache.data() + (phys * idx::kPageRows + j % idx::kPageRows) * rb;
-        const std::string what = "keys row " + std::to_string(b * N + j);
-        if (f == idx::KeyFormat::kFp4) encode_q4_row(v.data(), row, what);
-        else encode_fp8_row(v.data(), row, what);
-      }
-    for (std::int64_t r = 0; r < R; ++r) a.pos.push_back(static_cast<std::int32_t>(pos(r, 0)));
-    a.request = request;
-    a.p.format = f;
-    a.p.heads = static_cast<int>(H);
-    a.p.rows = R;
-    a.p.q = a.q.data();
-    a.p.w = a.w.data();
-    a.p.pos = a.pos.data();
-    a.p.request = a.request.data();
-    a.p.requests = B;
-    a.p.page_table = a.page_table.data();
-    a.p.max_pages = pages;
-    a.p.cache = a.cache.data();
-    a.p.num_pages = num_pages;
-    a.p.stride = std::max<std::int64_t>(N, 1);
-    return a;
+    std::vector<std::int32_t> p;
+    for (Eigen::Index r = 0; r < pos.rows(); ++r) p.push_back(static_cast<std::int32_t>(pos(r, 0)));
+    return encode_indexer_data(call.inputs.at("q"), call.inputs.at("weights"), call.inputs.at("keys"), p, request, B,
+                               N, static_cast<int>(call.c.dim("H")),
+                               call.c.dim("fmt") == 1 ? cuda::idx::KeyFormat::kFp8 : cuda::idx::KeyFormat::kFp4,
+                               derive_seed("indexer_implementation", call.c.component, "pages",
+                                           static_cast<std::uint64_t>(N)));
   }
 
   // The kernel's logits [R, N], NaN where it wrote nothing it should have, −∞ past visibility.
-  std::vector<float> logits_of(const Arrays& a, std::int64_t N) const {
-    const std::int64_t R = a.p.rows;
-    std::vector<float> out(static_cast<std::size_t>(R * a.p.stride), std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> logits_of(const IndexerData& a, std::int64_t N) const {
+    const std::int64_t R = a.rows();
+    std::vector<float> out(static_cast<std::size_t>(R * a.stride), std::numeric_limits<float>::quiet_NaN());
     bool any = false;
     for (std::int64_t r = 0; r < R; ++r) any = any || cuda::idx::visible_entries(a.pos[static_cast<std::size_t>(r)]) > 0;
-    if (any) backend_.logits(a.p, out.data(), logits_fault());
+    if (any) backend_.logits(a.problem(), out.data(), logits_fault());
     for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t j = std::min(N, cuda::idx::visible_entries(a.pos[static_cast<std::size_t>(r)])); j < a.p.stride; ++j)
-        if (std::isnan(out[static_cast<std::size_t>(r * a.p.stride + j)]))
-          out[static_cast<std::size_t>(r * a.p.stride + j)] = -std::numeric_limits<float>::infinity();
+      for (std::int64_t j = std::min(N, cuda::idx::visible_entries(a.pos[static_cast<std::size_t>(r)])); j < a.stride; ++j)
+        if (std::isnan(out[static_cast<std::size_t>(r * a.stride + j)]))
+          out[static_cast<std::size_t>(r * a.stride + j)] = -std::numeric_limits<float>::infinity();
     return out;
   }
 
   compare::TensorSet index_logits(const compare::ComponentCall& call) const {
     const std::int64_t N = call.inputs.at("keys").rows(), R = call.inputs.at("q").rows();
-    const Arrays a = encode(call, 1, N, std::vector<std::int32_t>(static_cast<std::size_t>(R), 0));
+    const IndexerData a = encode(call, 1, N, std::vector<std::int32_t>(static_cast<std::size_t>(R), 0));
     const std::vector<float> l = logits_of(a, N);
     ref::Mat m(R, N);
     for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t j = 0; j < N; ++j) m(r, j) = static_cast<double>(l[static_cast<std::size_t>(r * a.p.stride + j)]);
+      for (std::int64_t j = 0; j < N; ++j) m(r, j) = static_cast<double>(l[static_cast<std::size_t>(r * a.stride + j)]);
     compare::TensorSet out;
     out.put("logits", std::move(m), "f32");
     return out;
@@ -278,20 +275,20 @@ class IndexerKernels final : public compare::Implementation {
     std::vector<std::int32_t> request;
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t i = 0; i < n; ++i) request.push_back(static_cast<std::int32_t>(b));
-    const Arrays a = encode(call, B, N, request);
+    const IndexerData a = encode(call, B, N, request);
     const std::int64_t K = call.c.dim("K");
     if (topk_fault() != 0) {  // the top-k kernel's faults: the unfused path (logits, then top-k)
       const std::vector<float> l = logits_of(a, N);
       std::vector<std::int64_t> vis;
       for (std::int32_t t : a.pos) vis.push_back(std::min<std::int64_t>(N, cuda::idx::visible_entries(t)));
       compare::TensorSet out;
-      out.put("topk_idx", select(l, a.p.rows, a.p.stride, vis, K), "index");
+      out.put("topk_idx", select(l, a.rows(), a.stride, vis, K), "index");
       return out;
     }
     const std::vector<std::int32_t> idx =
-        backend_.topk_decode(a.p, static_cast<std::int32_t>(K), logits_fault());
-    ref::Mat m(a.p.rows, K);
-    for (std::int64_t r = 0; r < a.p.rows; ++r)
+        backend_.topk_decode(a.problem(), static_cast<std::int32_t>(K), logits_fault());
+    ref::Mat m(a.rows(), K);
+    for (std::int64_t r = 0; r < a.rows(); ++r)
       for (std::int64_t i = 0; i < K; ++i) m(r, i) = static_cast<double>(idx[static_cast<std::size_t>(r * K + i)]);
     compare::TensorSet out;
     out.put("topk_idx", std::move(m), "index");

@@ -61,6 +61,9 @@ struct IndexerData {
     const std::int64_t phys = page_table[static_cast<std::size_t>(b * max_pages + j / idx::kPageRows)];
     return cache.data() + (phys * idx::kPageRows + j % idx::kPageRows) * idx::row_bytes(format);
   }
+  std::uint8_t* key_row(std::int32_t b, std::int64_t j) {
+    return const_cast<std::uint8_t*>(static_cast<const IndexerData&>(*this).key_row(b, j));
+  }
 };
 
 inline std::uint8_t random_e4m3(Rng& rng) {

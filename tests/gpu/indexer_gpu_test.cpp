@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "../common/gpu_test_support.hpp"
+#include "../common/indexer_bound.hpp"
 #include "../common/indexer_implementation.hpp"
 #include "../common/indexer_inputs.hpp"
 #include "v4ref/compare/tolerance.hpp"
@@ -42,31 +43,9 @@ std::vector<float> on_model(const IndexerData& d) {
 
 // Worst |device − exact| / allowed over the visible entries; entries past them must be poison.
 double worst_ratio(const IndexerData& d, const std::vector<float>& got) {
-  const test::ExactLogits ex = test::exact_logits(d);
-  compare::Mat ref(d.rows(), d.stride), bound(d.rows(), d.stride);
-  for (std::int64_t r = 0; r < d.rows(); ++r)
-    for (std::int64_t j = 0; j < d.stride; ++j) {
-      const auto i = static_cast<std::size_t>(r * d.stride + j);
-      ref(r, j) = std::isfinite(ex.logits[i]) ? ex.logits[i] : 0.0;
-      bound(r, j) = ex.bound[i];
-    }
-  compare::AllowanceInputs in;
-  in.ref = &ref;
-  in.abs_bound = &bound;
-  in.n_eff = test::index_logits_n_eff(d.format, d.heads);
-  const compare::Mat allowed = compare::allowance(compare::require_tolerance("index_logits.logits", "fp32"), in);
-  double worst = 0;
-  for (std::int64_t r = 0; r < d.rows(); ++r)
-    for (std::int64_t j = 0; j < d.stride; ++j) {
-      const auto i = static_cast<std::size_t>(r * d.stride + j);
-      if (!std::isfinite(ex.logits[i])) {
-        EXPECT_EQ(got[i], kPoison) << "written past the visible prefix: row " << r << " entry " << j;
-        continue;
-      }
-      const double err = std::abs(static_cast<double>(got[i]) - ex.logits[i]);
-      worst = std::max(worst, allowed(r, j) > 0 ? err / allowed(r, j) : (err > 0 ? 1e9 : 0.0));
-    }
-  return worst;
+  const test::LogitsJudgement j = test::judge_logits(d, got, kPoison);
+  EXPECT_EQ(j.written_past, 0) << "written past the visible prefix";
+  return j.worst;
 }
 
 TEST(IndexerGpu, Fp4BitsEqualTheModelAndFp8StaysInTheBound) {

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -33,56 +34,6 @@ using ref::Mat;
 namespace idx = cuda::idx;
 
 constexpr std::int64_t kT = 300;
-
-// The kernel's problem for one prefill of T rows: queries [T, H·128] and keys [N, 128] Q4-valued,
-// weights [T, H] bf16-valued; one request, pages in order.
-struct KernelInputs {
-  std::vector<std::uint8_t> q, cache;
-  std::vector<float> w;
-  std::vector<std::int32_t> pos, request, table;
-  idx::LogitsProblem p;
-};
-
-KernelInputs kernel_inputs(const Mat& queries, const Mat& weights, const Mat& keys, std::int64_t H) {
-  KernelInputs k;
-  const std::int64_t T = queries.rows(), N = keys.rows();
-  k.q.resize(static_cast<std::size_t>(T * H * idx::kQ4RowBytes));
-  for (std::int64_t t = 0; t < T; ++t)
-    for (std::int64_t h = 0; h < H; ++h) {
-      std::vector<double> v(128);
-      for (int d = 0; d < 128; ++d) v[static_cast<std::size_t>(d)] = queries(t, h * 128 + d);
-      test::encode_q4_row(v.data(), k.q.data() + (t * H + h) * idx::kQ4RowBytes, "indexer query");
-      const auto wf = static_cast<float>(weights(t, h));
-      EXPECT_EQ(static_cast<double>(wf), weights(t, h)) << "head weight not fp32-valued";
-      k.w.push_back(wf);
-    }
-  const std::int64_t pages = std::max<std::int64_t>(1, (N + idx::kPageRows - 1) / idx::kPageRows);
-  k.cache.assign(static_cast<std::size_t>(pages * idx::kPageRows * idx::kQ4RowBytes), 0);
-  for (std::int64_t j = 0; j < N; ++j) {
-    std::vector<double> v(128);
-    for (int d = 0; d < 128; ++d) v[static_cast<std::size_t>(d)] = keys(j, d);
-    test::encode_q4_row(v.data(), k.cache.data() + j * idx::kQ4RowBytes, "indexer key");
-  }
-  for (std::int64_t t = 0; t < T; ++t) {
-    k.pos.push_back(static_cast<std::int32_t>(t));
-    k.request.push_back(0);
-  }
-  for (std::int64_t pg = 0; pg < pages; ++pg) k.table.push_back(static_cast<std::int32_t>(pg));
-  k.p.format = idx::KeyFormat::kFp4;
-  k.p.heads = static_cast<int>(H);
-  k.p.rows = T;
-  k.p.q = k.q.data();
-  k.p.w = k.w.data();
-  k.p.pos = k.pos.data();
-  k.p.request = k.request.data();
-  k.p.requests = 1;
-  k.p.page_table = k.table.data();
-  k.p.max_pages = pages;
-  k.p.cache = k.cache.data();
-  k.p.num_pages = pages;
-  k.p.stride = std::max<std::int64_t>(N, 1);
-  return k;
-}
 
 std::vector<std::vector<std::int64_t>> ascending(std::vector<std::vector<std::int64_t>> s) {
   for (auto& v : s) std::sort(v.begin(), v.end());
@@ -122,10 +73,14 @@ TEST_P(IndexerLayer, CsaLayerWithTheKernelsSelectionEqualsTheExactSelectionLayer
           std::span<const double>(exact.row(t).data(), static_cast<std::size_t>(exact.cols())), t, K));
 
     // The kernels' selection: the fused decode path over all T rows.
-    const KernelInputs ki = kernel_inputs(ip.queries, ip.head_weights, ip.keys, H);
+    std::vector<std::int32_t> rows(static_cast<std::size_t>(kT));
+    std::iota(rows.begin(), rows.end(), 0);
+    const test::IndexerData ki = test::encode_indexer_data(
+        ip.queries, ip.head_weights, ip.keys, rows, std::vector<std::int32_t>(static_cast<std::size_t>(kT), 0), 1,
+        ip.keys.rows(), static_cast<int>(H), idx::KeyFormat::kFp4, derive_seed("indexer_layer", "pages", "", 1));
     cuda::simt::LaunchReport r1, r2;
     const std::vector<std::int32_t> got =
-        cuda::index_topk_decode_simt(ki.p, static_cast<std::int32_t>(K), {}, &r1, &r2);
+        cuda::index_topk_decode_simt(ki.problem(), static_cast<std::int32_t>(K), {}, &r1, &r2);
     ASSERT_TRUE(r1.ok() && r2.ok()) << r1.summary() << r2.summary();
     std::vector<std::vector<std::int64_t>> sel_kernel(static_cast<std::size_t>(kT));
     for (std::int64_t t = 0; t < kT; ++t)

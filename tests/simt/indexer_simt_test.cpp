@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/indexer_bound.hpp"
 #include "../common/indexer_inputs.hpp"
 #include "v4ref/compare/tolerance.hpp"
 #include "v4ref/cuda/indexer.hpp"
@@ -113,7 +114,6 @@ TEST(IndexerSimt, Fp4BitsDoNotDependOnTheMmaAccumulationModel) {
 // Within index_logits.logits of the exact logits, for every input kind, both formats and both
 // accumulation models; entries past the visible prefix stay untouched.
 TEST(IndexerSimt, WithinTheToleranceRowOfTheExactLogits) {
-  const compare::ToleranceRow& row = compare::require_tolerance("index_logits.logits", "fp32");
   for (KeyFormat f : {KeyFormat::kFp4, KeyFormat::kFp8})
     for (IndexerInputs kind : {IndexerInputs::kRandom, IndexerInputs::kAllNegative, IndexerInputs::kEqualKeys,
                                IndexerInputs::kHugeTiny, IndexerInputs::kSaturated})
@@ -123,44 +123,15 @@ TEST(IndexerSimt, WithinTheToleranceRowOfTheExactLogits) {
         IndexerSimtOptions o;
         o.run.mma_model = mm;
         o.run.mma_bits = 14;
-        const std::vector<float> got = run(d, o);
-        const test::ExactLogits ex = test::exact_logits(d);
-        compare::Mat ref(d.rows(), d.stride), bound(d.rows(), d.stride);
-        for (std::int64_t r = 0; r < d.rows(); ++r)
-          for (std::int64_t j = 0; j < d.stride; ++j) {
-            const auto i = static_cast<std::size_t>(r * d.stride + j);
-            ref(r, j) = std::isfinite(ex.logits[i]) ? ex.logits[i] : 0.0;
-            bound(r, j) = ex.bound[i];
-          }
-        compare::AllowanceInputs in;
-        in.ref = &ref;
-        in.abs_bound = &bound;
-        in.n_eff = test::index_logits_n_eff(f, d.heads);
-        const compare::Mat allowed = compare::allowance(row, in);
-        int bad = 0;
-        double worst = 0;
-        std::int64_t zeros = 0, visible = 0;
-        for (std::int64_t r = 0; r < d.rows(); ++r)
-          for (std::int64_t j = 0; j < d.stride; ++j) {
-            const auto i = static_cast<std::size_t>(r * d.stride + j);
-            if (!std::isfinite(ex.logits[i])) {
-              EXPECT_EQ(got[i], kPoison) << "written past the visible prefix: row " << r << " entry " << j;
-              continue;
-            }
-            ++visible;
-            zeros += got[i] == 0.0f ? 1 : 0;
-            const double err = std::abs(static_cast<double>(got[i]) - ex.logits[i]);
-            worst = std::max(worst, allowed(r, j) > 0 ? err / allowed(r, j) : (err > 0 ? 1e9 : 0));
-            if (err > allowed(r, j) && ++bad <= 3)
-              ADD_FAILURE() << idx::format_name(f) << " kind " << static_cast<int>(kind) << " row " << r << " key " << j
-                            << ": got " << got[i] << " exact " << ex.logits[i] << " allowed " << allowed(r, j);
-          }
-        EXPECT_GT(visible, 0);
-        if (kind == IndexerInputs::kAllNegative) EXPECT_EQ(zeros, visible) << "every ReLU vanishes: all scores 0";
-        else EXPECT_LT(zeros, visible);
+        const test::LogitsJudgement j = test::judge_logits(d, run(d, o), kPoison);
+        const char* model_name = mm == simt::MmaModel::kIeeeFp32 ? "ieee" : "t14";
+        EXPECT_LE(j.worst, 1.0) << idx::format_name(f) << " kind " << static_cast<int>(kind) << " " << model_name;
+        EXPECT_EQ(j.written_past, 0) << "written past the visible prefix";
+        EXPECT_GT(j.visible, 0);
+        if (kind == IndexerInputs::kAllNegative) EXPECT_EQ(j.zeros, j.visible) << "every ReLU vanishes: all scores 0";
+        else EXPECT_LT(j.zeros, j.visible);
         std::printf("%s kind %d %s: worst error / allowed %.3g over %lld entries\n", idx::format_name(f),
-                    static_cast<int>(kind), mm == simt::MmaModel::kIeeeFp32 ? "ieee" : "t14", worst,
-                    static_cast<long long>(visible));
+                    static_cast<int>(kind), model_name, j.worst, static_cast<long long>(j.visible));
       }
 }
 
