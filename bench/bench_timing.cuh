@@ -14,6 +14,9 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
 #include <functional>
 #include <vector>
 
@@ -101,6 +104,25 @@ inline double time_us(const BenchOptions& o, void* scratch, std::size_t scratch_
   cudaStreamDestroy(s);
   bench_stream() = nullptr;
   return median_of(samples);
+}
+
+// The start of every hand-timed bench's main: the command line (bench_report.hpp) and a usable
+// device. False when the bench must exit with *rc (2: bad arguments, 1: no device), having said why.
+inline bool bench_start(int argc, char** argv, const char* name, BenchOptions* o, int* rc) {
+  try {
+    *o = parse_bench_args(argc, argv);
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s: %s\n%s\n", name, e.what(), bench_usage(argv[0]).c_str());
+    *rc = 2;
+    return false;
+  }
+  std::string why;
+  if (!v4ref::cuda::device_available(&why)) {
+    std::fprintf(stderr, "%s: no CUDA device (%s)\n", name, why.c_str());
+    *rc = 1;
+    return false;
+  }
+  return true;
 }
 
 // The context numbers of a device: SM count, clocks, driver and runtime versions.

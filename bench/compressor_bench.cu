@@ -95,18 +95,7 @@ std::vector<T> download(const void* dev, std::size_t first, std::size_t count) {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  try {
-    o = bench::parse_bench_args(argc, argv);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "compressor_bench: %s\n%s\n", e.what(),
-                 bench::bench_usage(argv[0]).c_str());
-    return 2;
-  }
-  std::string why;
-  if (!v4ref::cuda::device_available(&why)) {
-    std::fprintf(stderr, "compressor_bench: no CUDA device (%s)\n", why.c_str());
-    return 1;
-  }
+  if (int rc = 0; !bench::bench_start(argc, argv, "compressor_bench", &o, &rc)) return rc;
   const bench::BenchContext ctx = bench::device_context("compressor_bench", o);
   if (o.out.empty()) o.out = bench::default_out_path("compressor", ctx.device, ctx.git_sha);
   DeviceBuffer scratch(kScratchBytes);

@@ -182,17 +182,7 @@ double copy_probe_gbps(void* scratch) {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  try {
-    o = bench::parse_bench_args(argc, argv);
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "mhc_bench: %s\n%s\n", e.what(), bench::bench_usage(argv[0]).c_str());
-    return 2;
-  }
-  std::string why;
-  if (!v4ref::cuda::device_available(&why)) {
-    std::fprintf(stderr, "mhc_bench: no CUDA device (%s)\n", why.c_str());
-    return 1;
-  }
+  if (int rc = 0; !bench::bench_start(argc, argv, "mhc_bench", &o, &rc)) return rc;
   bench::BenchContext ctx = bench::device_context("mhc_bench", o);
   if (o.out.empty()) o.out = bench::default_out_path("mhc", ctx.device, ctx.git_sha);
 
