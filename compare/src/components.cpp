@@ -1114,6 +1114,36 @@ ComponentSpec topk_spec() {
   return s;
 }
 
+// indexer_decode: request b's rows [b·n, (b+1)·n) against its keys [b·N, (b+1)·N), exact (and the
+// abs bound) or the fp32 port.
+void decode_logits(const ComponentCall& k, bool exact, Mat& logits, Mat& bound) {
+  const std::int64_t B = k.c.dim("B"), n = k.c.dim("next_n"), N = k.c.dim("N"), H = k.c.dim("H");
+  const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+  logits.resize(B * n, N);
+  bound.resize(exact ? B * n : 0, exact ? N : 0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    const Mat q = k.inputs.at("q").middleRows(b * n, n), w = k.inputs.at("weights").middleRows(b * n, n);
+    const Mat keys = k.inputs.at("keys").middleRows(b * N, N);
+    const std::vector<std::int64_t> p(pos.begin() + b * n, pos.begin() + (b + 1) * n);
+    if (exact) {
+      Mat lb, mb;
+      exact_index_logits(q, w, keys, p, H, lb, mb);
+      logits.middleRows(b * n, n) = lb;
+      bound.middleRows(b * n, n) = mb;
+    } else {
+      logits.middleRows(b * n, n) = fp32_index_logits(q, w, keys, p, H);
+    }
+  }
+}
+
+// min(N, ⌊(t+1)/4⌋) of every query row of an indexer_decode case.
+std::vector<std::int64_t> decode_visible(const ComponentCall& k) {
+  const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
+  std::vector<std::int64_t> vis(pos.size());
+  for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(k.c.dim("N"), ref::indexer_visible(pos[i]));
+  return vis;
+}
+
 ComponentSpec indexer_decode_spec() {
   ComponentSpec s;
   s.name = "indexer_decode";
@@ -1138,38 +1168,19 @@ ComponentSpec indexer_decode_spec() {
     return in;
   };
   s.reference = [](const ComponentCall& k) {
-    const std::int64_t B = k.c.dim("B"), n = k.c.dim("next_n"), N = k.c.dim("N"), H = k.c.dim("H");
-    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
-    const Mat& q = k.inputs.at("q");
-    const Mat& wi = k.inputs.at("weights");
-    Mat logits(B * n, N), bound(B * n, N);
-    for (std::int64_t b = 0; b < B; ++b) {
-      Mat lb, mb;
-      exact_index_logits(q.middleRows(b * n, n), wi.middleRows(b * n, n), k.inputs.at("keys").middleRows(b * N, N),
-                         std::vector<std::int64_t>(pos.begin() + b * n, pos.begin() + (b + 1) * n), H, lb, mb);
-      logits.middleRows(b * n, n) = lb;
-      bound.middleRows(b * n, n) = mb;
-    }
-    std::vector<std::int64_t> vis(pos.size());
-    for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(N, ref::indexer_visible(pos[i]));
+    Mat logits, bound;
+    decode_logits(k, true, logits, bound);
     TensorSet out;
-    out.put("topk_idx", topk_ascending(logits, vis, k.c.dim("K")), "index");
+    out.put("topk_idx", topk_ascending(logits, decode_visible(k), k.c.dim("K")), "index");
     out.put("logits", std::move(logits), "f32");
     out.put("logits.abs_bound", std::move(bound));
     return out;
   };
   s.baseline_fp32 = [](const ComponentCall& k) {
-    const std::int64_t B = k.c.dim("B"), n = k.c.dim("next_n"), N = k.c.dim("N"), H = k.c.dim("H");
-    const std::vector<std::int64_t> pos = positions_of(k.inputs.at("positions"));
-    Mat logits(B * n, N);
-    for (std::int64_t b = 0; b < B; ++b)
-      logits.middleRows(b * n, n) = fp32_index_logits(
-          k.inputs.at("q").middleRows(b * n, n), k.inputs.at("weights").middleRows(b * n, n),
-          k.inputs.at("keys").middleRows(b * N, N), std::vector<std::int64_t>(pos.begin() + b * n, pos.begin() + (b + 1) * n), H);
-    std::vector<std::int64_t> vis(pos.size());
-    for (std::size_t i = 0; i < pos.size(); ++i) vis[i] = std::min<std::int64_t>(N, ref::indexer_visible(pos[i]));
+    Mat logits, unused;
+    decode_logits(k, false, logits, unused);
     TensorSet out;
-    out.put("topk_idx", topk_ascending(logits, vis, k.c.dim("K")), "index");
+    out.put("topk_idx", topk_ascending(logits, decode_visible(k), k.c.dim("K")), "index");
     return out;
   };
   s.n_eff = index_logits_n_eff;
