@@ -98,6 +98,7 @@ struct Buffers {
 void index_logits_simt(const idx::LogitsProblem& p, float* logits, const IndexerSimtOptions& opt,
                        simt::LaunchReport* report) {
   const std::vector<idx::Tile> tiles = idx::make_tiles(p);
+  idx::check_stored_values(p);
   const LogitsGrid grid = logits_grid(p, tiles, opt.pages_per_split);
   const Buffers b(p, tiles);
   simt::Buffer<float> out("logits", logits, static_cast<std::size_t>(p.rows * p.stride));
@@ -122,6 +123,7 @@ std::vector<std::int32_t> index_topk_decode_simt(const idx::LogitsProblem& p, st
                                                  simt::LaunchReport* merge) {
   check_topk_k(k);
   const std::vector<idx::Tile> tiles = idx::make_tiles(p, 2);
+  idx::check_stored_values(p);
   const LogitsGrid grid = topk_decode_grid(p, tiles, k, opt.pages_per_split);
   const Buffers b(p, tiles);
   const auto R = static_cast<std::size_t>(p.rows), S = static_cast<std::size_t>(grid.splits);

@@ -168,6 +168,8 @@ struct DeviceCopy {
 }  // namespace
 
 void index_logits_host(const idx::LogitsProblem& p, float* logits, std::int32_t pages_per_split) {
+  idx::make_tiles(p);
+  idx::check_stored_values(p);
   DeviceCopy c(p, logits);
   index_logits(p, c.d, pages_per_split);
   V4REF_CUDA_CHECK(cudaDeviceSynchronize());
@@ -177,6 +179,8 @@ void index_logits_host(const idx::LogitsProblem& p, float* logits, std::int32_t 
 
 std::vector<std::int32_t> index_topk_decode_host(const idx::LogitsProblem& p, std::int32_t k,
                                                  std::int32_t pages_per_split) {
+  idx::make_tiles(p, 2);
+  idx::check_stored_values(p);
   DeviceCopy c(p, nullptr);
   std::int32_t* out = nullptr;
   void* scratch = nullptr;

@@ -58,6 +58,16 @@ inline int seed_sweep_count(int default_count) {
   return static_cast<int>(x);
 }
 
+// The hyper-parameters of the three-step end-to-end runs (executor and device alike).
+inline ref::MuonHyper end_to_end_hyper() {
+  ref::MuonHyper h;
+  h.lr = 0.02;
+  h.momentum = 0.95;
+  h.weight_decay = 0.1;
+  h.rms_scale = 0.2;
+  return h;
+}
+
 inline std::string shape_string(std::int64_t rows, std::int64_t cols) {
   return std::to_string(rows) + "x" + std::to_string(cols);
 }

@@ -152,11 +152,7 @@ TEST(MuonGpu, SumOfSquaresBitwiseEqualToExecutor) {
 TEST(MuonGpu, TinyFlashThreeSteps) {
   V4REF_REQUIRE_DEVICE();
   const ModelConfig cfg = preset_config("tiny-flash");
-  ref::MuonHyper h;
-  h.lr = 0.02;
-  h.momentum = 0.95;
-  h.weight_decay = 0.1;
-  h.rms_scale = 0.2;
+  const ref::MuonHyper h = test::end_to_end_hyper();
   constexpr int kSteps = 3;
   constexpr std::int64_t kMats = 2;
   constexpr double kU32 = 0x1.0p-24;

@@ -294,6 +294,30 @@ TEST(IndexerSimt, BadInputsAreNamed) {
   d = make_indexer_data(KeyFormat::kFp4, 4, {100}, 2, IndexerInputs::kRandom, 7);
   d.stride = 3;
   EXPECT_THROW(index_logits_simt(d.problem(), out.data()), ShapeError);
+  // NaN codes where the kernel would read them: named, never silent Inf/NaN logits.
+  const auto names = [&](IndexerData bad_d, const std::string& what) {
+    std::vector<float> o(static_cast<std::size_t>(bad_d.rows() * bad_d.stride));
+    try {
+      index_logits_simt(bad_d.problem(), o.data());
+      ADD_FAILURE() << what << " went unnoticed";
+    } catch (const NumericError& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(index_topk_decode_simt(bad_d.problem(), 32), NumericError);
+  };
+  IndexerData q_nan = make_indexer_data(KeyFormat::kFp4, 4, {100}, 2, IndexerInputs::kRandom, 7);
+  q_nan.q[5 * idx::kQ4RowBytes + 66] = 0xFF;
+  names(q_nan, "q row 1 head 1: scale byte 2");
+  IndexerData k_nan = make_indexer_data(KeyFormat::kFp4, 4, {100}, 2, IndexerInputs::kRandom, 7);
+  k_nan.key_row(0, 9)[64] = 0xFF;
+  names(k_nan, "key entry 9 of request 0");
+  IndexerData c_nan = make_indexer_data(KeyFormat::kFp8, 4, {100}, 2, IndexerInputs::kRandom, 7);
+  c_nan.key_row(0, 3)[17] = 0x7F;
+  names(c_nan, "key entry 3 of request 0");
+  IndexerData s_nan = make_indexer_data(KeyFormat::kFp8, 4, {100}, 2, IndexerInputs::kRandom, 7);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::memcpy(s_nan.key_row(0, 4) + 128, &inf, 4);
+  names(s_nan, "the fp32 row scale is not finite");
 }
 
 }  // namespace

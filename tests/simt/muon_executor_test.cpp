@@ -202,11 +202,7 @@ TEST(MuonExecutorInputs, SquareInputWithUnresolvedDirection) {
 // 2·T·u_fp32·Σ|g| (one fma per step, abs-bound form, plus the fp32 rounding of mu).
 TEST(MuonExecutorEndToEnd, TinyFlashThreeSteps) {
   const ModelConfig cfg = preset_config("tiny-flash");
-  ref::MuonHyper h;
-  h.lr = 0.02;
-  h.momentum = 0.95;
-  h.weight_decay = 0.1;
-  h.rms_scale = 0.2;
+  const ref::MuonHyper h = test::end_to_end_hyper();
   constexpr int kSteps = 3;
   constexpr double kU32 = 0x1.0p-24;
   int shapes = 0;

@@ -97,7 +97,8 @@ struct LogitsDeviceArrays {
 void index_logits(const idx::LogitsProblem& host, const LogitsDeviceArrays& dev,
                   std::int32_t pages_per_split = 0, CUstream_st* stream = nullptr);
 
-// Host convenience (tests): host arrays through the device; logits is read and written back.
+// Host convenience (tests): host arrays through the device (checked by idx::check_stored_values);
+// logits is read and written back.
 void index_logits_host(const idx::LogitsProblem& p, float* logits, std::int32_t pages_per_split = 0);
 
 // The fused decode path on the device: out [R, k] device memory (the selected entries of every

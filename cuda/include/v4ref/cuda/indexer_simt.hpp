@@ -18,7 +18,8 @@ struct IndexerSimtOptions {
 
 // Runs index_logits_kernel on problem p: logits [R, stride] is read (its prior contents stay
 // where the kernel does not write: j >= visible(r)) and written back. ShapeError naming the bad
-// row, page or size (idx::make_tiles); Error if the kernel wrote past the logits buffer.
+// row, page or size (idx::make_tiles); NumericError naming a NaN-coded stored value
+// (idx::check_stored_values); Error if the kernel wrote past the logits buffer.
 void index_logits_simt(const idx::LogitsProblem& p, float* logits, const IndexerSimtOptions& opt = {},
                        simt::LaunchReport* report = nullptr);
 

@@ -39,6 +39,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -135,6 +136,8 @@ inline std::vector<Tile> make_tiles(const LogitsProblem& p, int max_rows = 0) {
         std::to_string(p.heads));
   if (p.rows <= 0 || p.requests <= 0 || p.max_pages <= 0 || p.num_pages <= 0 || p.stride <= 0)
     bad("rows, requests, max_pages, num_pages and stride must be positive");
+  if (p.pos == nullptr || p.request == nullptr || p.page_table == nullptr)
+    bad("pos, request and page_table must be given (host arrays)");
   const int G = tokens_per_group(p.heads);
   const int cap = max_rows > 0 ? max_rows : kMaxGroups * G;
   std::vector<Tile> tiles;
@@ -164,6 +167,48 @@ inline std::vector<Tile> make_tiles(const LogitsProblem& p, int max_rows = 0) {
     r = e;
   }
   return tiles;
+}
+
+// NumericError naming the row when a stored value the kernel would read is NaN in its format: a
+// query or FP4 key scale byte 0xFF, an FP8 key code 0x7F / 0xFF, a non-finite FP8 row scale (the
+// kernel would turn them into silent Inf/NaN logits). Host arrays q and cache; the key rows
+// checked are those some row of their request sees. Call after make_tiles.
+inline void check_stored_values(const LogitsProblem& p) {
+  const auto bad = [](const std::string& why) { throw NumericError("index_logits: " + why); };
+  if (p.q == nullptr || p.w == nullptr || p.cache == nullptr) bad("q, w and cache must be given (host arrays)");
+  for (std::int64_t r = 0; r < p.rows; ++r)
+    for (int h = 0; h < p.heads; ++h) {
+      const std::uint8_t* row = p.q + (r * p.heads + h) * kQ4RowBytes;
+      for (int b = 0; b < kBlocks; ++b)
+        if (row[64 + b] == 0xFF)
+          bad("q row " + std::to_string(r) + " head " + std::to_string(h) + ": scale byte " + std::to_string(b) +
+              " is 0xFF (NaN in ue8m0)");
+      if (!std::isfinite(p.w[r * p.heads + h]))
+        bad("w[" + std::to_string(r) + ", " + std::to_string(h) + "] is not finite");
+    }
+  std::vector<std::int64_t> seen(static_cast<std::size_t>(p.requests), 0);
+  for (std::int64_t r = 0; r < p.rows; ++r) {
+    auto& n = seen[static_cast<std::size_t>(p.request[r])];
+    n = std::max(n, visible_entries(p.pos[r]));
+  }
+  const int rb = row_bytes(p.format);
+  for (std::int64_t b = 0; b < p.requests; ++b)
+    for (std::int64_t j = 0; j < seen[static_cast<std::size_t>(b)]; ++j) {
+      const std::int64_t phys = p.page_table[b * p.max_pages + j / kPageRows];
+      const std::uint8_t* row = p.cache + (phys * kPageRows + j % kPageRows) * rb;
+      const std::string where = "key entry " + std::to_string(j) + " of request " + std::to_string(b) + " (page " +
+                                std::to_string(phys) + ")";
+      if (p.format == KeyFormat::kFp4) {
+        for (int k = 0; k < kBlocks; ++k)
+          if (row[64 + k] == 0xFF) bad(where + ": scale byte " + std::to_string(k) + " is 0xFF (NaN in ue8m0)");
+      } else {
+        for (int k = 0; k < kHeadDim; ++k)
+          if ((row[k] & 0x7F) == 0x7F) bad(where + ": code " + std::to_string(k) + " is an e4m3 NaN");
+        float s;
+        std::memcpy(&s, row + kHeadDim, 4);
+        if (!std::isfinite(s)) bad(where + ": the fp32 row scale is not finite");
+      }
+    }
 }
 
 // ------------------------------------------------------------------ host model of the bits
