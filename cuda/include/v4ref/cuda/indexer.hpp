@@ -93,7 +93,9 @@ struct LogitsDeviceArrays {
 };
 
 // Device launch. `host` holds host copies of the problem's arrays (pos, request, page_table are
-// read to validate and to tile; q, w, cache may be null there); `dev` the device arrays.
+// read to validate and to tile; q, w, cache may be null there); `dev` the device arrays. The
+// stored values in device memory are not read on the host: a NaN-coded scale or code there gives
+// Inf/NaN logits (the host conveniences below and the executor launchers check them first).
 void index_logits(const idx::LogitsProblem& host, const LogitsDeviceArrays& dev,
                   std::int32_t pages_per_split = 0, CUstream_st* stream = nullptr);
 
