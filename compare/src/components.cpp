@@ -32,6 +32,11 @@
 //                 kv rows max(0, t − n_win + 1) .. t, then to the selected entries, −1 trailing
 //                 padding skipped; every selected j < ⌊(t+1)/4⌋, the entries visible to t at
 //                 m = 4, as the indexer guarantees; output before de-rotation)
+//   attention_fp8 q [Tq, H·D] bf16, kv [q_start + Tq, D], compressed [N, D] (the values of FP8
+//                 cache rows: nope dims Q8(·;64), rope bf16), selected [Tq, K] index, sink [1, H]
+//                 -> out [Tq, H·D], lse [Tq, H]  (attention_core's rule and the natural log of
+//                 its softmax denominator, sink included; dim hca = 1: selected is every entry
+//                 visible at m = 128; dim sink_shift adds to every sink)
 //   derotate      o [T, H·D] bf16, positions [T, 1] -> out [T, H·D]
 //                 (H, D of the config; last r dims of every head rotated by −t·ω; YaRN table when
 //                 dim yarn = 1)
@@ -1412,6 +1417,176 @@ ComponentSpec attention_core_spec() {
   return s;
 }
 
+// ---- attention_fp8: attention_core over the values the 584-byte cache rows hold
+
+// The lists of attention_fp8: CSA (hca 0) as attention_core's; HCA (hca 1) every entry visible at
+// m = 128, j < min(N, ⌊(t+1)/128⌋), in order, −1 padding to N columns.
+Mat attention_fp8_lists(const Case& c, std::int64_t q_start, std::int64_t Tq, std::int64_t N, std::int64_t K) {
+  if (c.dim_or("hca", 0) == 0) return selection_lists(c, q_start, Tq, N, K);
+  Mat sel = Mat::Constant(Tq, std::max<std::int64_t>(N, 1), -1.0);
+  for (std::int64_t i = 0; i < Tq; ++i) {
+    const std::int64_t V = std::min(N, ref::visible_entries(q_start + i, 128));
+    for (std::int64_t j = 0; j < V; ++j) sel(i, j) = static_cast<double>(j);
+  }
+  return sel;
+}
+
+std::vector<std::vector<std::int64_t>> lists_of(const Mat& sel) {
+  std::vector<std::vector<std::int64_t>> lists(static_cast<std::size_t>(sel.rows()));
+  for (Eigen::Index i = 0; i < sel.rows(); ++i)
+    for (Eigen::Index j = 0; j < sel.cols(); ++j)
+      lists[static_cast<std::size_t>(i)].push_back(static_cast<std::int64_t>(sel(i, j)));
+  return lists;
+}
+
+// Cache-row values [n, D]: bf16 normal, then Q8(·; 64) on the nope dims (the stored e4m3 × ue8m0
+// values, §2.5 items 2–3); format_extremes puts ±448·2^k (the top e4m3 code) at the start of
+// every nope block, k in [−12, 6].
+Mat cache_row_values(const Case& c, std::string_view tensor, std::int64_t n, const ModelConfig& cfg) {
+  Mat v = bf16_normal(c, tensor, n, cfg.head_dim);
+  if (c.kind == InputKind::kFormatExtremes) {
+    Rng rng = rng_for(c, std::string(tensor) + ".edge", n, cfg.head_dim);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t b = 0; b + 64 <= cfg.head_dim - cfg.rope_head_dim; b += 64) {
+        const int k = static_cast<int>(rng.below(19)) - 12;
+        v(i, b) = (rng.below(2) == 0 ? 448.0 : -448.0) * std::ldexp(1.0, k);
+      }
+  }
+  ref::kv_nope_q8_inplace(v, cfg.rope_head_dim, PrecisionPolicy::official());
+  return v;
+}
+
+// The abs-bound tensors of attention_fp8 (the tolerance rows' M, derived in kAttentionFp8Out/Lse
+// of tolerance_table.cpp): for query i, head h, with p̂_s = e^{ℓ_s − lse} and
+// A_s = Σ_k |q_k κ_k| / sqrt(D),
+//   out  M = Σ_s p̂_s [|κ_{s,d}| (1 + 2^-5 + 2^-7 A_s) + |o_d| (2^-5 + 2^-7 A_s)]
+//   lse  M = 1 + |lse| + Σ_s p̂_s A_s
+void attention_fp8_bounds(const Mat& q, const Mat& kv, const Mat& cmp, const std::vector<std::vector<std::int64_t>>& lists,
+                          const Mat& lse, std::int64_t q_start, const ModelConfig& cfg, Mat& out_b, Mat& lse_b) {
+  const std::int64_t H = cfg.n_heads, D = cfg.head_dim, Tq = q.rows();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  out_b = Mat::Zero(Tq, H * D);
+  lse_b = Mat::Zero(Tq, H);
+  for (std::int64_t i = 0; i < Tq; ++i) {
+    const std::int64_t t = q_start + i;
+    std::vector<Eigen::RowVectorXd> rows;
+    for (std::int64_t s = std::max<std::int64_t>(0, t - cfg.window_size + 1); s <= t; ++s) rows.emplace_back(kv.row(s));
+    for (const std::int64_t j : lists[static_cast<std::size_t>(i)])
+      if (j != -1) rows.emplace_back(cmp.row(j));
+    for (std::int64_t h = 0; h < H; ++h) {
+      const Eigen::RowVectorXd qh = q.row(i).segment(h * D, D);
+      Eigen::RowVectorXd o = Eigen::RowVectorXd::Zero(D), acc = Eigen::RowVectorXd::Zero(D);
+      std::vector<double> p(rows.size()), A(rows.size());
+      double pa = 0;
+      for (std::size_t s = 0; s < rows.size(); ++s) {
+        p[s] = std::exp(qh.dot(rows[s]) * scale - lse(i, h));
+        A[s] = (qh.cwiseAbs().cwiseProduct(rows[s].cwiseAbs())).sum() * scale;
+        o += p[s] * rows[s];
+        pa += p[s] * A[s];
+      }
+      for (std::size_t s = 0; s < rows.size(); ++s)
+        acc += p[s] * ((1.0 + 0x1p-5 + 0x1p-7 * A[s]) * rows[s].cwiseAbs() + (0x1p-5 + 0x1p-7 * A[s]) * o.cwiseAbs());
+      out_b.row(i).segment(h * D, D) = acc;
+      lse_b(i, h) = 1.0 + std::fabs(lse(i, h)) + pa;
+    }
+  }
+}
+
+// n_eff of the attention_fp8 rows (tolerance_table.cpp kAttentionFp8): out 2^16 (P rounded to
+// bf16 at the running instead of the global max: two roundings of 2^-9 = 2^16 u32); lse
+// N_k + 2·tiles + 262 (fp32 sums over N_k keys, the tiles' rescalings, 258-term logits).
+double attention_fp8_n_eff(const Case& c, const ModelConfig&, std::string_view output) {
+  if (output == "out") return 65536.0;
+  const std::int64_t n_k = 128 + (c.dim_or("hca", 0) != 0 ? c.dim("N") : c.dim("K"));
+  return static_cast<double>(n_k + 2 * ((n_k + 31) / 32) + 262);
+}
+
+// lse in fp32 (the baseline port's): one global max, fp32 exp sums.
+Mat fp32_attention_lse(const Mat& q, const Mat& kv, const Mat& cmp, const std::vector<std::vector<std::int64_t>>& lists,
+                       const Vec& sink, std::int64_t q_start, const ModelConfig& cfg) {
+  const std::int64_t H = cfg.n_heads, D = cfg.head_dim, Tq = q.rows();
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  Mat lse(Tq, H);
+  for (std::int64_t i = 0; i < Tq; ++i) {
+    const std::int64_t t = q_start + i;
+    std::vector<const Mat*> src;
+    std::vector<std::int64_t> idx;
+    for (std::int64_t s = std::max<std::int64_t>(0, t - cfg.window_size + 1); s <= t; ++s) src.push_back(&kv), idx.push_back(s);
+    for (const std::int64_t j : lists[static_cast<std::size_t>(i)])
+      if (j != -1) src.push_back(&cmp), idx.push_back(j);
+    for (std::int64_t h = 0; h < H; ++h) {
+      std::vector<float> l(src.size());
+      float mx = -std::numeric_limits<float>::infinity();
+      for (std::size_t s = 0; s < src.size(); ++s) {
+        float dot = 0;
+        for (std::int64_t k = 0; k < D; ++k)
+          dot += static_cast<float>(q(i, h * D + k)) * static_cast<float>((*src[s])(idx[s], k));
+        l[s] = dot * scale;
+        mx = std::max(mx, l[s]);
+      }
+      float sum = std::exp(static_cast<float>(sink(h)) - mx);
+      for (const float x : l) sum += std::exp(x - mx);
+      lse(i, h) = static_cast<double>(mx + std::log(sum));
+    }
+  }
+  return lse;
+}
+
+ComponentSpec attention_fp8_spec() {
+  ComponentSpec s;
+  s.name = "attention_fp8";
+  s.summary =
+      "attention_core over the FP8 cache rows' values (nope Q8(.;64), rope bf16): CSA selections "
+      "or HCA (hca = 1: every entry visible at m = 128), plus the fp32 log-sum-exp (§5.3, §5.4, "
+      "§11.4)";
+  s.inputs = {"q", "kv", "compressed", "selected", "sink"};
+  s.outputs = {"out", "lse"};
+  s.kinds = {InputKind::kRandom, InputKind::kOutliers, InputKind::kAllMasked,
+             InputKind::kFormatExtremes};
+  s.make_inputs = [](const Case& c, const ModelConfig& cfg) {
+    const std::int64_t Tq = c.dim("Tq"), q0 = c.dim("q_start"), N = c.dim("N"), K = c.dim_or("K", 0);
+    TensorSet in;
+    in.put("q", bf16_normal(c, "q", Tq, cfg.n_heads * cfg.head_dim, c.kind == InputKind::kOutliers ? 8.0 : 1.0),
+           "bf16");
+    in.put("kv", cache_row_values(c, "kv", q0 + Tq, cfg), "bf16");
+    in.put("compressed", cache_row_values(c, "compressed", std::max<std::int64_t>(N, 1), cfg), "bf16");
+    in.put("selected", attention_fp8_lists(c, q0, Tq, N, K), "index");
+    // sink_shift: +20 makes the sink dominate every denominator, −30 makes it negligible.
+    Mat sink = normal(c, "sink", 1, cfg.n_heads);
+    sink.array() += static_cast<double>(c.dim_or("sink_shift", 0));
+    in.put("sink", to_fp32(std::move(sink)), "f32");
+    return in;
+  };
+  s.reference = [](const ComponentCall& k) {
+    const std::vector<std::vector<std::int64_t>> lists = lists_of(k.inputs.at("selected"));
+    const Mat& q = k.inputs.at("q");
+    const Vec sink = row_vec(k.inputs.at("sink"));
+    const std::int64_t q0 = k.c.dim("q_start");
+    Mat lse = ref::attention_lse(q, k.inputs.at("kv"), k.inputs.at("compressed"), lists, sink, q0, k.cfg);
+    Mat ob, lb;
+    attention_fp8_bounds(q, k.inputs.at("kv"), k.inputs.at("compressed"), lists, lse, q0, k.cfg, ob, lb);
+    TensorSet out;
+    out.put("out",
+            ref::attention_core(q, k.inputs.at("kv"), k.inputs.at("compressed"), lists, sink, q0, k.cfg, k.policy),
+            dtype_if(k.policy, QuantPoint::kBf16AttnOut));
+    out.put("out.abs_bound", std::move(ob));
+    out.put("lse", std::move(lse), "f32");
+    out.put("lse.abs_bound", std::move(lb));
+    return out;
+  };
+  s.baseline_fp32 = [](const ComponentCall& k) {
+    TensorSet out = fp32::attention_core(k);
+    out.put("lse",
+            fp32_attention_lse(k.inputs.at("q"), k.inputs.at("kv"), k.inputs.at("compressed"),
+                               lists_of(k.inputs.at("selected")), row_vec(k.inputs.at("sink")),
+                               k.c.dim("q_start"), k.cfg),
+            "f32");
+    return out;
+  };
+  s.n_eff = attention_fp8_n_eff;
+  return s;
+}
+
 ComponentSpec grouped_out_proj_spec() {
   ComponentSpec s;
   s.name = "grouped_out_proj";
@@ -1617,7 +1792,7 @@ const std::vector<ComponentSpec>& components() {
       hc_pre_spec(),           hc_post_spec(),
       hc_head_spec(),          q_path_spec(),
       kv_path_spec(),          key_window_spec(),
-      sink_attention_spec(),   attention_core_spec(),
+      sink_attention_spec(),   attention_core_spec(),   attention_fp8_spec(),
       derotate_spec(),         grouped_out_proj_spec(),
       compressor_spec(false),  compressor_spec(true),
       compressor_decode_spec(false), compressor_decode_spec(true),
@@ -1743,6 +1918,23 @@ std::vector<Case> case_table(std::uint64_t global_seed) {
   add("attention_core", tf, core, K::kRandom, P::kOfficial);
   add("attention_core", fl, {{"Tq", 2}, {"q_start", 1198}, {"N", 300}, {"K", 512}}, K::kRandom,
       P::kExact);
+
+  // attention_fp8 (§5.3–5.4 over the cache rows' values; the kernels' component): tiny-flash CSA
+  // as attention_core (window crossing t = 127, padded selections), first tokens from q_start 0
+  // with padding of every length, a dominating (+20) and a negligible (−30) sink, large logits
+  // (outliers) and top-code FP8 blocks (format_extremes); HCA (hca 1) across the first complete
+  // entries (t = 127, 255, 383); V4-Flash decode rows (H = 64, D = 512, k_I = 512) of both kinds.
+  for (K k : {K::kRandom, K::kOutliers, K::kAllMasked})
+    add("attention_fp8", tf, {{"Tq", 31}, {"q_start", 112}, {"N", 40}, {"K", 32}}, k, P::kOfficial);
+  add("attention_fp8", tf, {{"Tq", 131}, {"q_start", 0}, {"N", 40}, {"K", 32}}, K::kFormatExtremes, P::kOfficial);
+  add("attention_fp8", tf, {{"Tq", 31}, {"q_start", 112}, {"N", 40}, {"K", 32}}, K::kRandom, P::kExact);
+  for (std::int64_t shift : {20, -30})
+    add("attention_fp8", tf, {{"Tq", 17}, {"q_start", 150}, {"N", 40}, {"K", 32}, {"sink_shift", shift}},
+        K::kRandom, P::kOfficial);
+  add("attention_fp8", tf, {{"Tq", 33}, {"q_start", 110}, {"N", 3}, {"hca", 1}}, K::kRandom, P::kOfficial);
+  add("attention_fp8", tf, {{"Tq", 9}, {"q_start", 378}, {"N", 3}, {"hca", 1}}, K::kOutliers, P::kOfficial);
+  add("attention_fp8", fl, {{"Tq", 2}, {"q_start", 1198}, {"N", 300}, {"K", 512}}, K::kRandom, P::kOfficial);
+  add("attention_fp8", fl, {{"Tq", 1}, {"q_start", 4095}, {"N", 32}, {"hca", 1}}, K::kRandom, P::kOfficial);
 
   // derotate (§5.5): H·D of the config (tiny-flash 4 x 128, V4-Flash 64 x 512).
   add("derotate", tf, {{"T", 31}, {"yarn", 0}, {"p0", 0}}, K::kRandom, P::kExact);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 #include "v4ref/ref/core/error.hpp"
@@ -187,9 +188,12 @@ Mat sink_attention(const Mat& q_heads, const Mat& keys, const Vec& sink, double 
   return o;
 }
 
-Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
-                   std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
-                   std::int64_t q_start, const ModelConfig& cfg, const PrecisionPolicy& policy) {
+namespace {
+
+// attention_core's and attention_lse's argument checks (ShapeError / NumericError naming the input).
+void check_core_inputs(const Mat& q, const Mat& kv, const Mat& compressed,
+                       std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
+                       std::int64_t q_start, const ModelConfig& cfg) {
   const std::int64_t h_n = cfg.n_heads, d = cfg.head_dim, tq = q.rows();
   if (q.cols() != h_n * d)
     throw ShapeError("attention_core: q expected [T, " + std::to_string(h_n * d) + "], got " +
@@ -221,6 +225,15 @@ Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
   require_finite_mat(compressed, "attention_core compressed");
   require_finite_vec(sink, "attention_core attn_sink");
 
+}
+
+}  // namespace
+
+Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
+                   std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
+                   std::int64_t q_start, const ModelConfig& cfg, const PrecisionPolicy& policy) {
+  check_core_inputs(q, kv, compressed, selected, sink, q_start, cfg);
+  const std::int64_t h_n = cfg.n_heads, d = cfg.head_dim, tq = q.rows();
   const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   Mat o(tq, h_n * d);
   // Queries are independent and each row is computed by one thread in a fixed order: the result
@@ -243,6 +256,34 @@ Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
     o.row(i) = Eigen::Map<const Eigen::RowVectorXd>(oh.data(), h_n * d);
   }
   return o;
+}
+
+Mat attention_lse(const Mat& q, const Mat& kv, const Mat& compressed,
+                  std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
+                  std::int64_t q_start, const ModelConfig& cfg) {
+  check_core_inputs(q, kv, compressed, selected, sink, q_start, cfg);
+  const std::int64_t h_n = cfg.n_heads, d = cfg.head_dim, tq = q.rows();
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  Mat lse(tq, h_n);
+  for (std::int64_t i = 0; i < tq; ++i) {
+    const std::int64_t t = q_start + i;
+    const WindowRange win{std::max<std::int64_t>(0, t - cfg.window_size + 1), t};
+    std::vector<Eigen::RowVectorXd> rows;
+    for (std::int64_t s = win.first; s <= win.last; ++s) rows.emplace_back(kv.row(s));
+    if (!selected.empty())
+      for (const std::int64_t j : selected[static_cast<std::size_t>(i)])
+        if (j != -1) rows.emplace_back(compressed.row(j));
+    for (std::int64_t h = 0; h < h_n; ++h) {
+      const Eigen::RowVectorXd qh = q.row(i).segment(h * d, d);
+      std::vector<double> l(rows.size());
+      double mx = -std::numeric_limits<double>::infinity();
+      for (std::size_t s = 0; s < rows.size(); ++s) mx = std::max(mx, l[s] = qh.dot(rows[s]) * scale);
+      double sum = std::exp(sink(h) - mx);
+      for (const double x : l) sum += std::exp(x - mx);
+      lse(i, h) = mx + std::log(sum);
+    }
+  }
+  return lse;
 }
 
 Mat derotate_output(const Mat& o, const ModelConfig& cfg, const RopeTable& table,

@@ -114,6 +114,14 @@ Mat attention_core(const Mat& q, const Mat& kv, const Mat& compressed,
                    std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
                    std::int64_t q_start, const ModelConfig& cfg, const PrecisionPolicy& policy);
 
+// The log-sum-exp of attention_core's softmax denominators [Tq, H]: lse(i, h) = ln(Σ_s e^{ℓ_s} +
+// e^{sink_h}) over query i's key list (the same list and checks as attention_core), so that
+// o_h = Σ_s e^{ℓ_s − lse} κ_s. Exact math, no rounding point (what a kernel's fp32 lse output,
+// e.g. for combining split-KV partials, is compared with).
+Mat attention_lse(const Mat& q, const Mat& kv, const Mat& compressed,
+                  std::span<const std::vector<std::int64_t>> selected, const Vec& sink,
+                  std::int64_t q_start, const ModelConfig& cfg);
+
 // §5.5 de-rotation: the last r dims of every head of o [T, H·D] rotated by −positions[i]·ω.
 Mat derotate_output(const Mat& o, const ModelConfig& cfg, const RopeTable& table,
                     std::span<const std::int64_t> positions, const PrecisionPolicy& policy);
