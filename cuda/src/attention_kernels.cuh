@@ -203,10 +203,17 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
         const auto start = reinterpret_cast<std::uintptr_t>(row.address());
         const std::int64_t lead = static_cast<std::int64_t>(start % 32);  // 0, 8, 16 or 24
         const sptr<unsigned char> dst = raw + (4 * warp + i) * L::kRowBytes;
-        // Requests aligned to 32-byte sectors: lane l of request s reads the word at
-        // sector-aligned offset 256 s + 8 l − lead of the row when it lies inside the row.
-        for (std::int64_t off = -lead + 8 * static_cast<std::int64_t>(lane); off < L::kRowBytes; off += 256)
-          if (off >= 0) st(scast<std::uint64_t>(dst + off), ld(gcast<const std::uint64_t>(row + off)));
+        // Requests aligned to 32-byte sectors: lane l of request s reads the word at offset
+        // 256 s + 8 l − lead of the row. Every lane issues every request (the count is
+        // warp-uniform); a lane outside the row reads the row's first or last word, a sector the
+        // request touches anyway, and stores nothing.
+        const std::int64_t n_req = (lead + L::kRowBytes + 255) / 256;
+        for (std::int64_t s = 0; s < n_req; ++s) {
+          const std::int64_t off = 256 * s + 8 * static_cast<std::int64_t>(lane) - lead;
+          const std::int64_t at = off < 0 ? 0 : (off > L::kRowBytes - 8 ? L::kRowBytes - 8 : off);
+          const std::uint64_t w = ld(gcast<const std::uint64_t>(row + at));
+          if (off == at) st(scast<std::uint64_t>(dst + off), w);
+        }
       }
     }
     sync_threads();
