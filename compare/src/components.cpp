@@ -1501,7 +1501,7 @@ double attention_fp8_n_eff(const Case& c, const ModelConfig&, std::string_view o
   return static_cast<double>(n_k + 2 * ((n_k + 31) / 32) + 262);
 }
 
-// lse in fp32 (the baseline port's): one global max, fp32 exp sums.
+// lse in fp32 (the baseline port's): one global max (of the logits and the sink), fp32 exp sums.
 Mat fp32_attention_lse(const Mat& q, const Mat& kv, const Mat& cmp, const std::vector<std::vector<std::int64_t>>& lists,
                        const Vec& sink, std::int64_t q_start, const ModelConfig& cfg) {
   const std::int64_t H = cfg.n_heads, D = cfg.head_dim, Tq = q.rows();
@@ -1524,6 +1524,7 @@ Mat fp32_attention_lse(const Mat& q, const Mat& kv, const Mat& cmp, const std::v
         l[s] = dot * scale;
         mx = std::max(mx, l[s]);
       }
+      mx = std::max(mx, static_cast<float>(sink(h)));  // no overflow when the sink dominates
       float sum = std::exp(static_cast<float>(sink(h)) - mx);
       for (const float x : l) sum += std::exp(x - mx);
       lse(i, h) = static_cast<double>(mx + std::log(sum));

@@ -278,6 +278,7 @@ Mat attention_lse(const Mat& q, const Mat& kv, const Mat& compressed,
       std::vector<double> l(rows.size());
       double mx = -std::numeric_limits<double>::infinity();
       for (std::size_t s = 0; s < rows.size(); ++s) mx = std::max(mx, l[s] = qh.dot(rows[s]) * scale);
+      mx = std::max(mx, sink(h));  // the sink may dominate the logits by any amount
       double sum = std::exp(sink(h) - mx);
       for (const double x : l) sum += std::exp(x - mx);
       lse(i, h) = mx + std::log(sum);

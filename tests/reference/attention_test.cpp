@@ -305,6 +305,39 @@ TEST(AttentionKeys, AllVisibleEqualsNaiveSinkSoftmax) {
   EXPECT_EQ((attention_core(q, kv, comp, padded, sink, 0, c, kExact) - o).cwiseAbs().maxCoeff(), 0.0);
 }
 
+TEST(AttentionKeys, LseIsTheLogOfTheNaiveDenominator) {
+  // The same HCA-like lists as above: lse(t, h) = ln(Σ_s e^{ℓ_s} + e^{sink_h}) in long double;
+  // a sink 800 above every logit (e^{800} overflows a double) still gives a finite lse ≈ sink.
+  ModelConfig c = small_cfg();
+  c.window_size = 64;
+  const std::int64_t T = 7;
+  const Mat q = random_mat(T, c.q_dim(), 20), kv = random_mat(T, c.head_dim, 21);
+  const Mat comp = random_mat(3, c.head_dim, 22);
+  Vec sink = random_mat(4, 1, 23).col(0);
+  const auto sel = all_visible_selections(0, T, 2);
+  const Mat lse = attention_lse(q, kv, comp, sel, sink, 0, c);
+  ASSERT_EQ(lse.rows(), T);
+  ASSERT_EQ(lse.cols(), 4);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t h = 0; h < 4; ++h) {
+      LD z = std::exp(static_cast<LD>(sink(h)));
+      const auto add_key = [&](const double* k) {
+        LD d = 0;
+        for (int i = 0; i < 128; ++i) d += static_cast<LD>(q(t, h * 128 + i)) * k[i];
+        z += std::exp(d / std::sqrt(LD{128}));
+      };
+      for (std::int64_t s = 0; s <= t; ++s) add_key(kv.row(s).data());
+      for (std::int64_t j = 0; j < (t + 1) / 2; ++j) add_key(comp.row(j).data());
+      EXPECT_NEAR(lse(t, h), static_cast<double>(std::log(z)), 1e-13) << t << " " << h;
+    }
+  sink(1) = 800.0;
+  const Mat big = attention_lse(q, kv, comp, sel, sink, 0, c);
+  for (std::int64_t t = 0; t < T; ++t) EXPECT_NEAR(big(t, 1), 800.0, 1e-12) << t;
+  std::vector<std::vector<std::int64_t>> bad = sel;
+  bad[6].push_back(3);  // comp has entries 0 .. 2
+  EXPECT_THROW(attention_lse(q, kv, comp, bad, sink, 0, c), ShapeError);
+}
+
 // ---------------------------------------------------------------- sub-layer
 
 TEST(AttentionNaive, SwaSublayerAgreesWithLoops) {
