@@ -97,7 +97,7 @@ V4REF_HD inline void dequant8(std::uint64_t w, float scale, std::uint32_t (&out)
 struct AttentionProblem {
   Kind kind = Kind::kCsa;
   int head_dim = 512;                        // D: 512 (V4) or 128 (the tiny configs)
-  int heads = 64;                            // H: a multiple of 64, or < 64 (tiny: 4)
+  int heads = 64;                            // H: 1 .. 64 or 128 (V4: 64 Flash, 128 Pro; tiny: 4, 8)
   std::int64_t rows = 0;                     // R query rows
   std::int64_t requests = 0;                 // B
   const std::uint16_t* q = nullptr;          // [R, H, D] bf16 bits
@@ -138,8 +138,8 @@ inline std::int64_t cmp_row_offset(const AttentionProblem& p, std::int64_t b, st
 inline void check_problem(const AttentionProblem& p) {
   const auto bad = [](const std::string& why) { throw ShapeError("attention: " + why); };
   if (p.head_dim != 128 && p.head_dim != 512) bad("head_dim must be 128 or 512, got " + std::to_string(p.head_dim));
-  if (!(p.heads == 4 || (p.heads > 0 && p.heads % kHeadRows == 0 && p.heads <= 128)))
-    bad("heads must be 4, 64 or 128, got " + std::to_string(p.heads));
+  if (!(p.heads > 0 && (p.heads <= kHeadRows || (p.heads % kHeadRows == 0 && p.heads <= 2 * kHeadRows))))
+    bad("heads must be 1 .. 64 (one block, rows past H idle), 128, got " + std::to_string(p.heads));
   if (p.rows <= 0 || p.requests <= 0) bad("rows and requests must be positive");
   if (p.q == nullptr || p.sink == nullptr || p.pos == nullptr || p.request == nullptr || p.window_cache == nullptr ||
       p.window_table == nullptr)
