@@ -7,8 +7,8 @@
 //   0. Q rows of the CTA's heads -> shared memory (bf16, wgmma A layout; heads >= H are zero).
 //   per tile of 32 keys of the row's key list (window positions, then compressed slots):
 //   1. each warp names 4 keys (row offset in the window or compressed cache, or masked) and
-//      copies their raw rows into shared memory in requests aligned to 32-byte sectors (one
-//      request never shares a sector with another: 19 sectors per 584-byte row);
+//      copies their raw rows into shared memory as sector-aligned images, 256 bytes per request
+//      (one request never shares a sector with another: 19 sectors per 584-byte row);
 //   2. every thread dequantises one 8-dim octet of 8 keys to bf16 and writes it twice: the K
 //      tile [32 keys][D] (B operand of Q·Kᵀ) and Vᵀ [D][32 keys] (B operand of P·V). The pitches
 //      (K: 528/1056 bytes between core matrices along D, Vᵀ: 272 between 8-dim groups) make both
@@ -19,8 +19,9 @@
 //   finally, with m2 = max(m, sink): den = l·e^{m − m2} + e^{sink − m2}, o = bf16(O·e^{m − m2} /
 //   den) staged through shared memory and written in 16-byte chunks, lse = m2 + ln(den).
 //
-// Dynamic shared memory (attention_smem_bytes<D>): Q / output staging | K | Vᵀ | raw rows |
-// S partials [2][16][128] fp32 | P [2][2 k-steps][2048] | key codes [32] int64.
+// Dynamic shared memory (attention_smem_bytes<D>): Q / output staging | K | Vᵀ | raw row images
+// [32][256·requests] | S partials [2][16][128] fp32 | P [2][2 k-steps][2080] | key codes [32]
+// int64 | leads [32] int32.
 //
 // Fault injection (tests/simt/attention_simt_test.cpp): the template parameter F selects one
 // defect; the device build instantiates kNone only.
@@ -66,20 +67,28 @@ struct Layout {
   static constexpr int kOctets = D / 8;                           // 16-byte bf16 chunks of a row
   static constexpr int kNopeOctets = attn::nope_dims(D) / 8;
   static constexpr unsigned kStagePitch = 2 * D + 16;             // output staging row (bytes)
-  static constexpr unsigned kQBytes = kRows * kStagePitch;        // >= 64·D·2 (Q)
+  static constexpr unsigned kALbo = 1040, kAStep = 2080;           // A (Q, P): per 16 dims / keys
+  static constexpr unsigned kQOperand = (D / 16) * kAStep;
+  static constexpr unsigned kQBytes = (kRows * kStagePitch > kQOperand ? kRows * kStagePitch : kQOperand + 127) / 128 * 128;
   static constexpr unsigned kKLbo = 528, kKStep = 1056;           // K: per 16 dims
   static constexpr unsigned kKBytes = (D / 16) * kKStep;
   static constexpr unsigned kVSbo = 272, kVStep = (D / 8) * kVSbo;  // Vᵀ: per 16 keys
   static constexpr unsigned kVBytes = 2 * kVStep;
-  static constexpr unsigned kRawBytes = (kTile * kRowBytes + 127) / 128 * 128;
+  // Raw rows: each key's sector-aligned image of kRawRequests 256-byte requests (the row at
+  // offset `lead` inside it).
+  static constexpr int kRawRequests = (24 + kRowBytes + 255) / 256;
+  static constexpr unsigned kRawPitch = 256 * kRawRequests;
+  static constexpr unsigned kRawBytes = kTile * kRawPitch;
   static constexpr unsigned kOffQ = 0;
   static constexpr unsigned kOffK = kOffQ + kQBytes;
   static constexpr unsigned kOffV = kOffK + kKBytes;
   static constexpr unsigned kOffRaw = kOffV + kVBytes;
   static constexpr unsigned kOffS = kOffRaw + kRawBytes;
   static constexpr unsigned kOffP = kOffS + 2 * 16 * 128 * 4;
-  static constexpr unsigned kOffCode = kOffP + 2 * 2 * 2048;
-  static constexpr unsigned kBytes = kOffCode + kTile * 8;
+  static constexpr unsigned kPBytes = (2 * kAStep + 127) / 128 * 128;  // per warpgroup
+  static constexpr unsigned kOffCode = kOffP + 2 * kPBytes;
+  static constexpr unsigned kOffLead = kOffCode + kTile * 8;
+  static constexpr unsigned kBytes = kOffLead + kTile * 4;
   static_assert(kQBytes % 128 == 0 && kKBytes % 128 == 0 && kVBytes % 16 == 0 && kOffRaw % 16 == 0);
 };
 template <int D>
@@ -101,10 +110,13 @@ struct AttentionArgs {
   gptr<float> lse;                         // [R, H]
 };
 
-// Chunk c (dims 8c .. 8c+7) of row m of a [64][D] bf16 A operand (Q, P): 16 dims per k-step at
-// 2048 bytes each, SBO 256 per 8 rows, LBO 128 between the two 8-dim halves.
+// Chunk c (dims 8c .. 8c+7) of row m of a [64][D] bf16 A operand (Q, P): per 16-dim k-step
+// (2080 bytes) the first 8-dim half's core matrices (8 rows each, SBO 128) then, LBO 1040 on, the
+// second's. The pitches put 8 consecutive chunks of a row in 8 bank groups (conflict-free
+// 16-byte stores of the Q prologue).
+template <int D>
 V4REF_SIMT_DEVICE unsigned a_chunk(int m, int c) {
-  return static_cast<unsigned>((c / 2) * 2048 + (m / 8) * 256 + (c % 2) * 128 + (m % 8) * 16);
+  return static_cast<unsigned>((c / 2) * Layout<D>::kAStep + (m / 8) * 128 + (c % 2) * Layout<D>::kALbo + (m % 8) * 16);
 }
 // Chunk o (dims 8o .. 8o+7) of key k of the K tile [32][D] (B operand, N = keys).
 template <int D>
@@ -153,6 +165,7 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
   const sptr<float> sS = scast<float>(smem + L::kOffS);
   const sptr<unsigned char> sP = smem + L::kOffP;
   const sptr<std::int64_t> scode = scast<std::int64_t>(smem + L::kOffCode);
+  const sptr<std::int32_t> slead = scast<std::int32_t>(smem + L::kOffLead);
   const unsigned tid = thread_idx().x, warp = tid / 32, lane = tid % 32;
   const unsigned wg = tid / 128, wtid = tid % 128, wwarp = wtid / 32;
 
@@ -176,7 +189,7 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
       const int m = i / L::kOctets, c = i % L::kOctets;
       u32x4 v{};
       if (h0 + m < heads) v = ld(q + static_cast<std::int64_t>(m) * L::kOctets + c);
-      st(scast<u32x4>(sQ + a_chunk(m, c)), v);
+      st(scast<u32x4>(sQ + a_chunk<D>(m, c)), v);
     }
   }
 
@@ -192,27 +205,30 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
     // ---- 1. key codes and raw rows: warp w owns keys 4w .. 4w + 3 of the tile
     {
       std::int64_t my_code = -1;
+      std::int32_t my_lead = 0;
       if (lane < 4) {
         my_code = key_code<D, KD, F>(a, r, b, t, first, n_win, n_keys, tile * kTile + static_cast<std::int32_t>(4 * warp + lane));
+        if (my_code != -1) {
+          const gptr<const std::uint8_t> row = my_code >= 0 ? a.window_cache + my_code : a.cmp_cache + (-2 - my_code);
+          my_lead = static_cast<std::int32_t>(reinterpret_cast<std::uintptr_t>(row.address()) % 32);  // 0, 8, 16, 24
+        }
         st(scode + 4 * warp + lane, my_code);
+        st(slead + 4 * warp + lane, my_lead);
       }
       for (int i = 0; i < 4; ++i) {
         const std::int64_t code = shfl(kFullMask, my_code, i);
+        const std::int64_t lead = shfl(kFullMask, my_lead, i);
         if (code == -1) continue;  // warp-uniform
         const gptr<const std::uint8_t> row = code >= 0 ? a.window_cache + code : a.cmp_cache + (-2 - code);
-        const auto start = reinterpret_cast<std::uintptr_t>(row.address());
-        const std::int64_t lead = static_cast<std::int64_t>(start % 32);  // 0, 8, 16 or 24
-        const sptr<unsigned char> dst = raw + (4 * warp + i) * L::kRowBytes;
-        // Requests aligned to 32-byte sectors: lane l of request s reads the word at offset
-        // 256 s + 8 l − lead of the row. Every lane issues every request (the count is
-        // warp-uniform); a lane outside the row reads the row's first or last word, a sector the
-        // request touches anyway, and stores nothing.
-        const std::int64_t n_req = (lead + L::kRowBytes + 255) / 256;
-        for (std::int64_t s = 0; s < n_req; ++s) {
+        const sptr<unsigned char> dst = raw + (4 * warp + i) * L::kRawPitch;
+        // The row's sector-aligned image: lane l of request s copies the word at 256 s + 8 l of
+        // the image (row offset 256 s + 8 l − lead), so no sector is in two requests. Every lane
+        // issues every load and store; a lane outside the row reads the row's first or last word
+        // (a sector its request touches anyway) into an image byte nothing reads.
+        for (int s = 0; s < L::kRawRequests; ++s) {
           const std::int64_t off = 256 * s + 8 * static_cast<std::int64_t>(lane) - lead;
           const std::int64_t at = off < 0 ? 0 : (off > L::kRowBytes - 8 ? L::kRowBytes - 8 : off);
-          const std::uint64_t w = ld(gcast<const std::uint64_t>(row + at));
-          if (off == at) st(scast<std::uint64_t>(dst + off), w);
+          st(scast<std::uint64_t>(dst + 256 * s + 8 * static_cast<int>(lane)), ld(gcast<const std::uint64_t>(row + at)));
         }
       }
     }
@@ -228,7 +244,7 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
         V4REF_SIMT_UNROLL
         for (int w = 0; w < 4; ++w) v[j][w] = 0;
         if (ld(scode + k) != -1) {
-          const sptr<const unsigned char> rowp = raw + k * L::kRowBytes;
+          const sptr<const unsigned char> rowp = raw + k * L::kRawPitch + ld(slead + k);
           if (o < L::kNopeOctets) {
             const int blk = F == AttnFault::kScaleBlockShift ? ((o + 4) / 8 < L::kNopeOctets / 8 ? (o + 4) / 8 : o / 8) : o / 8;
             const std::uint32_t s = ld(rowp + attn::scale_offset(D) + blk);
@@ -269,7 +285,7 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
     wgmma_fence();
     for (int ks = 0; ks < kHalf / 16; ++ks) {
       const int kd = static_cast<int>(wg) * (kHalf / 16) + ks;  // 16-dim step of the full row
-      const std::uint64_t da = make_smem_desc(sQ + kd * 2048, 128, 256, Swizzle::kNone);
+      const std::uint64_t da = make_smem_desc(sQ + kd * static_cast<int>(L::kAStep), L::kALbo, 128, Swizzle::kNone);
       const std::uint64_t db = make_smem_desc(sK + kd * static_cast<int>(L::kKStep), L::kKLbo, 128, Swizzle::kNone);
       wgmma_bf16_ss<kTile>(s_acc, da, db, true);
     }
@@ -307,12 +323,12 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
       m_run[ri] = m_new;
     }
     // P = bf16(p) -> this warpgroup's A operand [64][32 keys]
-    const sptr<unsigned char> myP = sP + wg * 4096;
+    const sptr<unsigned char> myP = sP + wg * L::kPBytes;
     for (int i = 0; i < kTile / 8; ++i)
       for (int ri = 0; ri < 2; ++ri) {
         const std::uint32_t pr = static_cast<std::uint32_t>(rn::to_bf16(s_acc[4 * i + 2 * ri])) |
                                  (static_cast<std::uint32_t>(rn::to_bf16(s_acc[4 * i + 2 * ri + 1])) << 16);
-        st(scast<std::uint32_t>(myP + a_chunk(m0 + 8 * ri, i) + 2 * col0), pr);
+        st(scast<std::uint32_t>(myP + a_chunk<D>(m0 + 8 * ri, i) + 2 * col0), pr);
       }
     fence_proxy_async();
     bar_sync(1 + static_cast<int>(wg), 128);
@@ -326,7 +342,7 @@ V4REF_SIMT_KERNEL(kThreads) attention_kernel(const AttentionArgs a, const std::i
     }
     wgmma_fence();
     for (int ks = 0; ks < kTile / 16; ++ks) {
-      const std::uint64_t da = make_smem_desc(myP + ks * 2048, 128, 256, Swizzle::kNone);
+      const std::uint64_t da = make_smem_desc(myP + ks * static_cast<int>(L::kAStep), L::kALbo, 128, Swizzle::kNone);
       const std::uint64_t db = make_smem_desc(sV + ks * static_cast<int>(L::kVStep) + static_cast<int>(wg) * (kHalf / 8) * static_cast<int>(L::kVSbo),
                                               128, L::kVSbo, Swizzle::kNone);
       wgmma_bf16_ss<kHalf>(o_acc, da, db, true);
