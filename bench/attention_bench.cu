@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "../tests/common/attention_inputs.hpp"
 #include "bench_timing.cuh"
 #include "v4ref/cuda/attention.hpp"
 #include "v4ref/cuda/check.hpp"
@@ -44,65 +45,18 @@ namespace {
 
 using namespace v4ref;  // NOLINT: bench file
 using bench::DeviceBuffer;
+using bench::download;
+using bench::upload;
 namespace attn = v4ref::cuda::attn;
 
 constexpr double kHbm = bench::kHbmBytesPerSecond;
 constexpr double kBf16Peak = 989e12;  // H100 SXM dense BF16 (kernel-targets.md §1)
 
-#define CUBLAS_CHECK(expr)                                                                      \
-  do {                                                                                          \
-    const cublasStatus_t st_ = (expr);                                                          \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                           \
-      throw std::runtime_error(std::string(#expr) + " failed: status " + std::to_string(st_));   \
-  } while (0)
-
-template <class T>
-void upload(const DeviceBuffer& d, const std::vector<T>& h) {
-  V4REF_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-template <class T>
-std::vector<T> download(const DeviceBuffer& d, std::size_t n) {
-  std::vector<T> h(n);
-  V4REF_CUDA_CHECK(cudaMemcpy(h.data(), d.p, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
-
-// A problem's host arrays: B requests, `rows_per_request` consecutive query positions from
-// first_pos each; every request's window in a ring of 2 pages (decode) or a linear table (prefill)
-// and its own compressed pages; CSA: top_k random distinct visible entries per row.
-struct HostProblem {
-  attn::Kind kind = attn::Kind::kCsa;
-  int D = 512, H = 64;
-  std::int64_t B = 0;
-  std::vector<std::uint16_t> q;
-  std::vector<float> sink;
-  std::vector<std::int32_t> pos, request, window_table, cmp_table, selected;
-  std::vector<std::uint8_t> window_cache, cmp_cache;
-  std::int32_t window_pages = 0, cmp_pages = 0, top_k = 0;
-  attn::AttentionProblem problem() const {
-    attn::AttentionProblem p;
-    p.kind = kind;
-    p.head_dim = D;
-    p.heads = H;
-    p.rows = static_cast<std::int64_t>(pos.size());
-    p.requests = B;
-    p.q = q.data();
-    p.sink = sink.data();
-    p.pos = pos.data();
-    p.request = request.data();
-    p.window_cache = window_cache.data();
-    p.window_num_pages = static_cast<std::int64_t>(window_cache.size()) / (64 * attn::row_bytes(D));
-    p.window_table = window_table.data();
-    p.window_pages = window_pages;
-    p.cmp_cache = cmp_cache.data();
-    p.cmp_num_pages = static_cast<std::int64_t>(cmp_cache.size()) / (64 * attn::row_bytes(D));
-    p.cmp_table = cmp_table.data();
-    p.cmp_pages = cmp_pages;
-    p.selected = selected.empty() ? nullptr : selected.data();
-    p.top_k = top_k;
-    return p;
-  }
-};
+// A problem's host arrays (tests/common/attention_inputs.hpp): B requests, `rows_per_request`
+// consecutive query positions from first_pos each; every request's window in a ring of 2 pages
+// (decode) or a table over its span (prefill) and its own compressed pages; CSA: top_k distinct
+// visible entries per row.
+using HostProblem = test::AttentionData;
 
 // Stored rows drawn fast: e4m3 codes of magnitude < 64 (no NaN), scales 2^-6 .. 2^-2, rope
 // values ~ N(0, 1/4). Queries ~ N(0, 1) in bf16, so logits stay in a softmax's working range.
@@ -128,7 +82,7 @@ HostProblem make_problem(attn::Kind kind, int H, std::int64_t B, std::int32_t fi
   HostProblem p;
   p.kind = kind;
   p.H = H;
-  p.B = B;
+  p.requests = B;
   const int D = p.D;
   const std::int32_t last = first_pos + rows_per_request - 1;
   const std::int64_t n_cmp = kind == attn::Kind::kCsa ? attn::visible_entries(last, attn::kCsaRatio)
@@ -348,7 +302,7 @@ struct Baseline {
         den(static_cast<std::size_t>(R * h.H) * 4),
         counts(static_cast<std::size_t>(R) * 4),
         out(static_cast<std::size_t>(R * h.H * h.D) * 2) {
-    CUBLAS_CHECK(cublasCreate(&handle));
+    V4REF_CUBLAS_CHECK(cublasCreate(&handle));
     std::vector<std::int32_t> c;
     const attn::AttentionProblem p = h.problem();
     for (std::int64_t r = 0; r < R; ++r) {
@@ -361,13 +315,13 @@ struct Baseline {
   Baseline(const Baseline&) = delete;
   Baseline& operator=(const Baseline&) = delete;
   void run(const attn::AttentionProblem& p, const v4ref::cuda::AttentionDeviceArrays& d, cudaStream_t s) {
-    CUBLAS_CHECK(cublasSetStream(handle, s));
+    V4REF_CUBLAS_CHECK(cublasSetStream(handle, s));
     gather_keys<<<dim3(static_cast<unsigned>(n_max), static_cast<unsigned>(R)), 128, 0, s>>>(
         p, d.window_cache, d.window_table, d.cmp_cache, d.cmp_table, d.selected, d.pos, d.request, n_max,
         Kd.as<__nv_bfloat16>());
     const float one = 1.0f, zero = 0.0f;
     // S[r] (H x n, column-major n x H) = Kd[r] (n x D) · Q[r]ᵀ
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n_max), H, D, &one,
+    V4REF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n_max), H, D, &one,
                                             Kd.p, CUDA_R_16BF, D, n_max * D, d.q, CUDA_R_16BF, D,
                                             static_cast<long long>(H) * D, &zero, S.p, CUDA_R_32F,
                                             static_cast<int>(n_max), static_cast<long long>(H) * n_max,
@@ -376,7 +330,7 @@ struct Baseline {
         S.as<float>(), d.sink, counts.as<std::int32_t>(), n_max, H, static_cast<float>(1.0 / std::sqrt(double(D))),
         P.as<__nv_bfloat16>(), den.as<float>());
     // O[r] (D x H column-major) = Kdᵀ (D x n) · P[r] (n x H)
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, D, H, static_cast<int>(n_max), &one,
+    V4REF_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, D, H, static_cast<int>(n_max), &one,
                                             Kd.p, CUDA_R_16BF, D, n_max * D, P.p, CUDA_R_16BF,
                                             static_cast<int>(n_max), static_cast<long long>(H) * n_max, &zero, O.p,
                                             CUDA_R_32F, D, static_cast<long long>(H) * D, static_cast<int>(R),

@@ -61,6 +61,24 @@ struct DeviceBuffer {
   }
 };
 
+template <class T>
+void upload(const DeviceBuffer& d, const std::vector<T>& h) {
+  V4REF_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+}
+template <class T>
+std::vector<T> download(const DeviceBuffer& d, std::size_t n) {
+  std::vector<T> h(n);
+  V4REF_CUDA_CHECK(cudaMemcpy(h.data(), d.p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// A cuBLAS / cuBLASLt status (0 = CUBLAS_STATUS_SUCCESS) that is not success: runtime_error
+// naming the call (the baselines' errors become the bench case's error).
+inline void check_cublas(int status, const char* call) {
+  if (status != 0) throw std::runtime_error(std::string(call) + " failed: status " + std::to_string(status));
+}
+#define V4REF_CUBLAS_CHECK(expr) ::v4ref::bench::check_cublas(static_cast<int>(expr), #expr)
+
 inline double median_of(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];

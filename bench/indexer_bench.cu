@@ -51,28 +51,12 @@ namespace {
 
 using namespace v4ref;  // NOLINT: bench file
 using bench::DeviceBuffer;
+using bench::download;
+using bench::upload;
 namespace idx = v4ref::cuda::idx;
 
 constexpr double kHbm = bench::kHbmBytesPerSecond;
 constexpr double kFp8Peak = 1979e12;  // H100 SXM dense FP8 (kernel-targets.md §1)
-
-#define LT_CHECK(expr)                                                                          \
-  do {                                                                                          \
-    const cublasStatus_t st_ = (expr);                                                          \
-    if (st_ != CUBLAS_STATUS_SUCCESS)                                                           \
-      throw std::runtime_error(std::string(#expr) + " failed: status " + std::to_string(st_));   \
-  } while (0)
-
-template <class T>
-void upload(const DeviceBuffer& d, const std::vector<T>& h) {
-  V4REF_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
-}
-template <class T>
-std::vector<T> download(const DeviceBuffer& d, std::size_t n) {
-  std::vector<T> h(n);
-  V4REF_CUDA_CHECK(cudaMemcpy(h.data(), d.p, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return h;
-}
 
 // One problem on the device.
 struct DeviceProblem {
@@ -199,27 +183,27 @@ struct LtBaseline {
     upload(queries, hq);
     const float f1 = 1.0f;
     V4REF_CUDA_CHECK(cudaMemcpy(one.p, &f1, 4, cudaMemcpyHostToDevice));
-    LT_CHECK(cublasLtCreate(&lt));
-    LT_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    V4REF_CUBLAS_CHECK(cublasLtCreate(&lt));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t t = CUBLAS_OP_T, nn = CUBLAS_OP_N;
-    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
-    LT_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nn, sizeof nn));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nn, sizeof nn));
     // A = keys: column-major [128, N] (row-major [N][128]), op T; B = queries [128, H]; D [N, H].
-    LT_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, 128, static_cast<std::uint64_t>(N), 128));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, 128, static_cast<std::uint64_t>(H), 128));
-    LT_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(H),
+    V4REF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_8F_E4M3, 128, static_cast<std::uint64_t>(N), 128));
+    V4REF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_8F_E4M3, 128, static_cast<std::uint64_t>(H), 128));
+    V4REF_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(H),
                                         N));
     const std::int32_t batch = static_cast<std::int32_t>(B);
     const std::int64_t sa = N * 128, sb = static_cast<std::int64_t>(H) * 128, sd = N * H;
     for (auto [l, s] : {std::pair{la, sa}, std::pair{lb, sb}, std::pair{ld, sd}}) {
-      LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
-      LT_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s, sizeof s));
+      V4REF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch));
+      V4REF_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &s, sizeof s));
     }
-    LT_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const std::size_t wsb = ws.bytes;
-    LT_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb, sizeof wsb));
     int found = 0;
-    LT_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 1, &heur, &found));
+    V4REF_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, lb, ld, ld, pref, 1, &heur, &found));
     if (found == 0) throw std::runtime_error("cuBLASLt: no FP8 algorithm for this shape");
   }
   ~LtBaseline() {
@@ -231,7 +215,7 @@ struct LtBaseline {
   }
   void run(const float* w, float* out, std::int64_t out_stride, cudaStream_t s) {
     const float alpha = 1.0f, beta = 0.0f;
-    LT_CHECK(cublasLtMatmul(lt, op, &alpha, keys.p, la, queries.p, lb, &beta, D.p, ld, D.p, ld, &heur.algo, ws.p,
+    V4REF_CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, keys.p, la, queries.p, lb, &beta, D.p, ld, D.p, ld, &heur.algo, ws.p,
                             ws.bytes, s));
     const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((N + 255) / 256, 1024)), static_cast<unsigned>(B));
     relu_weight_sum<<<grid, 256, 0, s>>>(D.as<__nv_bfloat16>(), w, out, N, H, out_stride);

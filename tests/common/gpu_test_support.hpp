@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
+#include "v4ref/compare/runner.hpp"
 #include "v4ref/cuda/check.hpp"
 
 namespace v4ref::test {
@@ -14,6 +17,20 @@ namespace v4ref::test {
 inline bool gpu_required() {
   const char* v = std::getenv("V4REF_REQUIRE_GPU");
   return v != nullptr && std::string(v) == "1";
+}
+
+// Every case of the runner's table (seeds `seeds`) that `impl` supports passes its rows; returns
+// how many ran.
+inline int expect_table_passes(const compare::Implementation& impl, std::initializer_list<std::uint64_t> seeds) {
+  int n = 0;
+  for (const std::uint64_t seed : seeds)
+    for (const compare::Case& c : compare::case_table(seed)) {
+      if (!impl.supports(c)) continue;
+      const compare::CaseResult r = compare::run_case(c, impl, compare::RunnerOptions{{}, "", ""});
+      EXPECT_TRUE(r.pass) << r.report();
+      ++n;
+    }
+  return n;
 }
 
 }  // namespace v4ref::test

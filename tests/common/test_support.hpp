@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdio>
@@ -24,6 +25,13 @@
 namespace v4ref::test {
 
 // [rows, cols] with N(0, sigma²) entries drawn from Rng(seed).
+// A gtest parameter name from a checkpoint or config name ("tiny-flash" -> "tiny_flash").
+inline std::string param_name(const ::testing::TestParamInfo<std::string>& p) {
+  std::string s = p.param;
+  std::replace(s.begin(), s.end(), '-', '_');
+  return s;
+}
+
 inline ref::Mat random_mat(Eigen::Index rows, Eigen::Index cols, std::uint64_t seed, double sigma = 1.0) {
   Rng rng(seed);
   ref::Mat m(rows, cols);

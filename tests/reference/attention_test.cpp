@@ -269,16 +269,31 @@ TEST(AttentionKeys, WindowBoundaryByPerturbation) {
   }
 }
 
-TEST(AttentionKeys, AllVisibleEqualsNaiveSinkSoftmax) {
-  // HCA-like: ratio m = 2, every visible entry selected, window covering everything. Compare
-  // with the naive per-query softmax over the explicit concatenated key list.
+// HCA-like inputs: ratio m = 2, every visible entry selected, a window covering everything.
+struct AllVisibleInputs {
   ModelConfig c = small_cfg();
-  c.window_size = 64;
-  const std::int64_t T = 7;
-  const Mat q = random_mat(T, c.q_dim(), 20), kv = random_mat(T, c.head_dim, 21);
-  const Mat comp = random_mat(3, c.head_dim, 22);
-  const Vec sink = random_mat(4, 1, 23).col(0);
-  const auto sel = all_visible_selections(0, T, 2);
+  std::int64_t T = 7;
+  Mat q, kv, comp;
+  Vec sink;
+  std::vector<std::vector<std::int64_t>> sel;
+  AllVisibleInputs() {
+    c.window_size = 64;
+    q = random_mat(T, c.q_dim(), 20);
+    kv = random_mat(T, c.head_dim, 21);
+    comp = random_mat(3, c.head_dim, 22);
+    sink = random_mat(4, 1, 23).col(0);
+    sel = all_visible_selections(0, T, 2);
+  }
+};
+
+TEST(AttentionKeys, AllVisibleEqualsNaiveSinkSoftmax) {
+  // Compare with the naive per-query softmax over the explicit concatenated key list.
+  const AllVisibleInputs in;
+  const ModelConfig& c = in.c;
+  const std::int64_t T = in.T;
+  const Mat &q = in.q, &kv = in.kv, &comp = in.comp;
+  const Vec& sink = in.sink;
+  const auto& sel = in.sel;
   const Mat o = attention_core(q, kv, comp, sel, sink, 0, c, kExact);
   for (std::int64_t t = 0; t < T; ++t)
     for (std::int64_t h = 0; h < 4; ++h) {
@@ -308,13 +323,12 @@ TEST(AttentionKeys, AllVisibleEqualsNaiveSinkSoftmax) {
 TEST(AttentionKeys, LseIsTheLogOfTheNaiveDenominator) {
   // The same HCA-like lists as above: lse(t, h) = ln(Σ_s e^{ℓ_s} + e^{sink_h}) in long double;
   // a sink 800 above every logit (e^{800} overflows a double) still gives a finite lse ≈ sink.
-  ModelConfig c = small_cfg();
-  c.window_size = 64;
-  const std::int64_t T = 7;
-  const Mat q = random_mat(T, c.q_dim(), 20), kv = random_mat(T, c.head_dim, 21);
-  const Mat comp = random_mat(3, c.head_dim, 22);
-  Vec sink = random_mat(4, 1, 23).col(0);
-  const auto sel = all_visible_selections(0, T, 2);
+  const AllVisibleInputs in;
+  const ModelConfig& c = in.c;
+  const std::int64_t T = in.T;
+  const Mat &q = in.q, &kv = in.kv, &comp = in.comp;
+  Vec sink = in.sink;
+  const auto& sel = in.sel;
   const Mat lse = attention_lse(q, kv, comp, sel, sink, 0, c);
   ASSERT_EQ(lse.rows(), T);
   ASSERT_EQ(lse.cols(), 4);

@@ -5,6 +5,7 @@
 // indexer occur). Checks: finite output, bitwise causality, HCA/SWA equal to the explicit
 // attention_sublayer calls, CSA selections (size, visibility, top-k property), an independent
 // per-query assembly, exact vs qat, block_forward vs hand-chained components, errors.
+#include "../common/test_support.hpp"
 #include "v4ref/ref/layer.hpp"
 
 #include <gtest/gtest.h>
@@ -406,12 +407,7 @@ TEST_P(LayerTest, Errors) {
   EXPECT_EQ(tr.at("attn.topk_idx")(2, 0), -1.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, LayerTest, ::testing::Values("tiny-flash", "tiny-pro"),
-                         [](const ::testing::TestParamInfo<std::string>& p) {
-                           std::string s = p.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, LayerTest, ::testing::Values("tiny-flash", "tiny-pro"), test::param_name);
 
 }  // namespace
 }  // namespace v4ref::ref

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../common/attention_implementation.hpp"
+#include "../common/test_support.hpp"
 #include "v4ref/compare/runner.hpp"
 #include "v4ref/ref/attention.hpp"
 #include "v4ref/ref/compressor.hpp"
@@ -102,12 +103,7 @@ TEST_P(AttentionLayer, CsaAndHcaLayersThroughTheKernelPassTheRows) {
   EXPECT_GE(hca, 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, AttentionLayer, ::testing::Values("tiny-flash", "tiny-pro"),
-                         [](const ::testing::TestParamInfo<std::string>& p) {
-                           std::string s = p.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, AttentionLayer, ::testing::Values("tiny-flash", "tiny-pro"), test::param_name);
 
 }  // namespace
 }  // namespace v4ref

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "../common/indexer_implementation.hpp"
+#include "../common/test_support.hpp"
 #include "v4ref/cuda/indexer_simt.hpp"
 #include "v4ref/ref/attention.hpp"
 #include "v4ref/ref/compressor.hpp"
@@ -115,12 +116,7 @@ TEST_P(IndexerLayer, CsaLayerWithTheKernelsSelectionEqualsTheExactSelectionLayer
   EXPECT_GE(layers, 1);
 }
 
-INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, IndexerLayer, ::testing::Values("tiny-flash", "tiny-pro"),
-                         [](const ::testing::TestParamInfo<std::string>& p) {
-                           std::string s = p.param;
-                           std::replace(s.begin(), s.end(), '-', '_');
-                           return s;
-                         });
+INSTANTIATE_TEST_SUITE_P(TinyCheckpoints, IndexerLayer, ::testing::Values("tiny-flash", "tiny-pro"), test::param_name);
 
 }  // namespace
 }  // namespace v4ref

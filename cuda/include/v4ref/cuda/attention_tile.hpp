@@ -235,18 +235,22 @@ inline void check_stored_values(const AttentionProblem& p) {
   }
 }
 
+// The real keys of row r: its window and its compressed entries (CSA padding excluded).
+inline std::int64_t real_keys(const AttentionProblem& p, std::int64_t r) {
+  const std::int64_t t = p.pos[r];
+  std::int64_t keys = window_keys(t);
+  if (p.kind == Kind::kHca) return keys + visible_entries(t, kHcaRatio);
+  for (std::int32_t s = 0; s < p.top_k; ++s) keys += p.selected[r * p.top_k + s] >= 0;
+  return keys;
+}
+
 // Compulsory bytes of a launch (kernel-targets.md §4.3–4.4): every key row a query reads (once,
 // whatever the number of head blocks), q, the bf16 output and the fp32 lse; CSA also its index
 // list.
 inline double compulsory_bytes(const AttentionProblem& p) {
   double bytes = 0;
   for (std::int64_t r = 0; r < p.rows; ++r) {
-    const std::int64_t t = p.pos[r];
-    std::int64_t keys = window_keys(t);
-    if (p.kind == Kind::kHca) keys += visible_entries(t, kHcaRatio);
-    else
-      for (std::int32_t s = 0; s < p.top_k; ++s) keys += p.selected[r * p.top_k + s] >= 0;
-    bytes += static_cast<double>(keys) * row_bytes(p.head_dim);
+    bytes += static_cast<double>(real_keys(p, r)) * row_bytes(p.head_dim);
     if (p.kind == Kind::kCsa) bytes += 4.0 * p.top_k;
     bytes += static_cast<double>(p.heads) * (2.0 * p.head_dim * 2 + 4);
   }
@@ -256,14 +260,7 @@ inline double compulsory_bytes(const AttentionProblem& p) {
 // Useful MMA flops: 2·H·N_k·2D per row (QK and PV), N_k the real keys.
 inline double useful_flops(const AttentionProblem& p) {
   double f = 0;
-  for (std::int64_t r = 0; r < p.rows; ++r) {
-    const std::int64_t t = p.pos[r];
-    std::int64_t keys = window_keys(t);
-    if (p.kind == Kind::kHca) keys += visible_entries(t, kHcaRatio);
-    else
-      for (std::int32_t s = 0; s < p.top_k; ++s) keys += p.selected[r * p.top_k + s] >= 0;
-    f += 2.0 * p.heads * static_cast<double>(keys) * 2.0 * p.head_dim;
-  }
+  for (std::int64_t r = 0; r < p.rows; ++r) f += 2.0 * p.heads * static_cast<double>(real_keys(p, r)) * 2.0 * p.head_dim;
   return f;
 }
 
