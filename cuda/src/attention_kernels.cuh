@@ -23,8 +23,8 @@
 // [32][256·requests] | S partials [2][16][128] fp32 | P [2][2 k-steps][2080] | key codes [32]
 // int64 | leads [32] int32.
 //
-// Fault injection (tests/simt/attention_simt_test.cpp): the template parameter F selects one
-// defect; the device build instantiates kNone only.
+// Fault injection (tests/compare/attention_runner_test.cpp, tests/simt/attention_simt_test.cpp):
+// the template parameter F selects one defect; the device build instantiates kNone only.
 #pragma once
 
 #include <cstdint>
