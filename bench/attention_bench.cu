@@ -387,9 +387,8 @@ struct DeviceProblem {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  if (int rc = 0; !bench::bench_start(argc, argv, "attention_bench", &o, &rc)) return rc;
-  const bench::BenchContext ctx = bench::device_context("attention_bench", o);
-  if (o.out.empty()) o.out = bench::default_out_path("attention", ctx.device, ctx.git_sha);
+  bench::BenchContext ctx;
+  if (int rc = 0; !bench::bench_session(argc, argv, "attention", &o, &ctx, &rc)) return rc;
   DeviceBuffer scratch(bench::kScratchBytes);
   std::vector<bench::BenchResult> results;
 

@@ -167,4 +167,15 @@ inline BenchContext device_context(const char* executable, const BenchOptions& o
   return c;
 }
 
+// bench_start, then the device's context and the default output path
+// (reports/data/<component>-<device>-<sha>.json): the start of every hand-timed bench's main.
+inline bool bench_session(int argc, char** argv, const char* component, BenchOptions* o, BenchContext* ctx,
+                          int* rc) {
+  const std::string name = std::string(component) + "_bench";
+  if (!bench_start(argc, argv, name.c_str(), o, rc)) return false;
+  *ctx = device_context(name.c_str(), *o);
+  if (o->out.empty()) o->out = default_out_path(component, ctx->device, ctx->git_sha);
+  return true;
+}
+
 }  // namespace v4ref::bench

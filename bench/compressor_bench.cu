@@ -95,9 +95,8 @@ std::vector<T> download(const void* dev, std::size_t first, std::size_t count) {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  if (int rc = 0; !bench::bench_start(argc, argv, "compressor_bench", &o, &rc)) return rc;
-  const bench::BenchContext ctx = bench::device_context("compressor_bench", o);
-  if (o.out.empty()) o.out = bench::default_out_path("compressor", ctx.device, ctx.git_sha);
+  bench::BenchContext ctx;
+  if (int rc = 0; !bench::bench_session(argc, argv, "compressor", &o, &ctx, &rc)) return rc;
   DeviceBuffer scratch(kScratchBytes);
   std::vector<bench::BenchResult> results;
 

@@ -262,9 +262,8 @@ struct CubTopk {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  if (int rc = 0; !bench::bench_start(argc, argv, "indexer_bench", &o, &rc)) return rc;
-  const bench::BenchContext ctx = bench::device_context("indexer_bench", o);
-  if (o.out.empty()) o.out = bench::default_out_path("indexer", ctx.device, ctx.git_sha);
+  bench::BenchContext ctx;
+  if (int rc = 0; !bench::bench_session(argc, argv, "indexer", &o, &ctx, &rc)) return rc;
   DeviceBuffer scratch(bench::kScratchBytes);
   std::vector<bench::BenchResult> results;
 

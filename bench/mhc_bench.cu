@@ -182,9 +182,8 @@ double copy_probe_gbps(void* scratch) {
 
 int main(int argc, char** argv) {
   bench::BenchOptions o;
-  if (int rc = 0; !bench::bench_start(argc, argv, "mhc_bench", &o, &rc)) return rc;
-  bench::BenchContext ctx = bench::device_context("mhc_bench", o);
-  if (o.out.empty()) o.out = bench::default_out_path("mhc", ctx.device, ctx.git_sha);
+  bench::BenchContext ctx;
+  if (int rc = 0; !bench::bench_session(argc, argv, "mhc", &o, &ctx, &rc)) return rc;
 
   DeviceBuffer scratch(kScratchBytes);
   const double probe = copy_probe_gbps(scratch.p);

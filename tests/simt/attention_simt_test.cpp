@@ -5,6 +5,7 @@
 // reference: tests/compare/attention_runner_test.cpp.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -99,6 +100,18 @@ Result run(const AttentionData& a, int fault = 0, simt::LaunchReport* rep = null
   return r;
 }
 
+// The launch wrote every output: no NaN poison or non-finite value left, not all zero (the
+// comparisons below would also hold between two launches that wrote nothing).
+void expect_written(const Result& r, const std::string& what) {
+  bool nonzero = false;
+  for (std::size_t i = 0; i < r.out.size(); ++i) {
+    ASSERT_NE(r.out[i] & 0x7F80u, 0x7F80u) << what << ": out[" << i << "] not written or not finite";
+    nonzero = nonzero || (r.out[i] & 0x7FFFu) != 0;
+  }
+  for (std::size_t i = 0; i < r.lse.size(); ++i) ASSERT_TRUE(std::isfinite(r.lse[i])) << what << ": lse[" << i << "]";
+  EXPECT_TRUE(nonzero) << what << ": every output is zero";
+}
+
 // Decode (each row alone, its window in a ring of 2 pages that holds only its 128 positions)
 // and prefill (all rows, every position in a linear table) give the same bits: the window's
 // addressing, the first tokens (t < 127) and the ring wrap (t >= 128) included.
@@ -108,11 +121,13 @@ TEST(AttentionSimt, DecodeEqualsPrefillBitForBit) {
     const std::uint64_t seed = derive_seed("attention_simt", "decode_prefill", attn::kind_name(kind), 1);
     const Result chunk = run(make_data(kind, 128, 4, 301, 75, pos, 32, seed));  // all rows at once
     ASSERT_EQ(chunk.out.size(), pos.size() * 4 * 128);
+    expect_written(chunk, "chunk");
     for (std::size_t i = 0; i < pos.size(); ++i) {
       const Result dec = run(make_data(kind, 128, 4, 301, 75, {pos[i]}, 32, seed, pos[i]));
       // The decode data re-draws q and the selections for its single row: compare it with a
       // prefill of that row alone (same draws), and that with the chunk's row i below.
       const Result one = run(make_data(kind, 128, 4, 301, 75, {pos[i]}, 32, seed));
+      expect_written(dec, "decode t=" + std::to_string(pos[i]));
       EXPECT_EQ(dec.out, one.out) << attn::kind_name(kind) << " t=" << pos[i];
       EXPECT_EQ(std::memcmp(dec.lse.data(), one.lse.data(), 4 * dec.lse.size()), 0) << attn::kind_name(kind) << " t=" << pos[i];
     }
@@ -133,6 +148,7 @@ TEST(AttentionSimt, HeadBlocksAreIndependent) {
     upper.q.insert(upper.q.end(), full.q.begin() + static_cast<std::ptrdiff_t>((r * 128 + 64) * 128),
                    full.q.begin() + static_cast<std::ptrdiff_t>((r * 128 + 128) * 128));
   const Result b = run(upper);
+  expect_written(b, "heads 64..127 alone");
   for (int fault : {0, 10}) {
     const Result a = run(full, fault);
     bool same = true;
